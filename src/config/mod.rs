@@ -1,0 +1,179 @@
+//! Configuration: layered loading, typed sections and validation.
+//!
+//! Layers, later ones winning: the built-in `config/default.toml`, an optional file given on
+//! the command line, then `HERALD__SECTION__KEY` environment variables. Loading produces
+//! [`Settings`], which is validated as a whole before any task starts, so a bad value stops
+//! Herald at start with a message naming the key.
+
+mod providers;
+mod secret;
+mod sections;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
+pub use secret::{REDACTED, Secret};
+pub use sections::{
+    AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
+    PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
+};
+
+use crate::job::ChannelKind;
+
+/// The built-in defaults, compiled into the binary so it runs without its source tree.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Prefix of the environment variables Herald reads.
+pub const ENV_PREFIX: &str = "HERALD";
+
+/// Herald's whole configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub broker: BrokerConfig,
+    pub pool: PoolConfig,
+    pub retry: RetryConfig,
+    pub limits: LimitsConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+    pub channels: ChannelsConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// A configuration that cannot be used. The message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The sections read straight from the layers; `providers` is typed once `kind` is known.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    broker: BrokerConfig,
+    pool: PoolConfig,
+    retry: RetryConfig,
+    limits: LimitsConfig,
+    http: HttpConfig,
+    admin: AdminConfig,
+    log: LogConfig,
+    shutdown: ShutdownConfig,
+    channels: ChannelsConfig,
+    #[serde(default)]
+    providers: BTreeMap<String, config::Value>,
+}
+
+impl Settings {
+    /// Loads the layers from the built-in defaults, `file` and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Loads the layers with an explicit environment, so tests need not change the process's.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        let settings = Settings::from_raw(raw)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
+        let providers = raw
+            .providers
+            .into_iter()
+            .map(|(name, value)| ProviderConfig::from_value(&name, value).map(|p| (name, p)))
+            .collect::<Result<_, _>>()?;
+        Ok(Settings {
+            broker: raw.broker,
+            pool: raw.pool,
+            retry: raw.retry,
+            limits: raw.limits,
+            http: raw.http,
+            admin: raw.admin,
+            log: raw.log,
+            shutdown: raw.shutdown,
+            channels: raw.channels,
+            providers,
+        })
+    }
+
+    /// Checks every section and that each channel names a provider of the right kind.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.validate()?;
+        self.pool.validate()?;
+        self.retry.validate()?;
+        self.http.validate()?;
+        self.shutdown.validate()?;
+        for kind in ChannelKind::ALL {
+            let Some(name) = self.channels.provider_for(kind)? else {
+                continue;
+            };
+            let key = format!("channels.{kind}");
+            let provider = self.providers.get(name).ok_or_else(|| {
+                ConfigError::invalid(
+                    &key,
+                    format!("names provider `{name}`, which is not configured under [providers]"),
+                )
+            })?;
+            if provider.channel() != kind {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!(
+                        "provider `{name}` is of kind `{}`, which sends {}, not {kind}",
+                        provider.kind(),
+                        provider.channel()
+                    ),
+                ));
+            }
+            provider.validate(&format!("providers.{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Renders the effective configuration as TOML with every secret redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|error| format!("# failed to render: {error}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! The configuration sections other than providers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::ConfigError;
+use crate::job::ChannelKind;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    #[serde(serialize_with = "mask_url_password")]
+    pub url: String,
+    pub heartbeat_secs: u16,
+    pub connect_timeout_secs: u64,
+    pub reconnect_max_backoff_secs: u64,
+    pub prefetch: u16,
+    pub declare_topology: bool,
+    pub exchange: String,
+    pub routing_key: String,
+    pub queue: String,
+    pub queue_type: QueueType,
+    pub delivery_limit: u32,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    pub max_job_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+impl BrokerConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn reconnect_max_backoff(&self) -> Duration {
+        Duration::from_secs(self.reconnect_max_backoff_secs)
+    }
+
+    /// Returns the URL with the heartbeat and connection timeout added as query parameters,
+    /// which is how lapin takes them.
+    pub fn connection_url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}heartbeat={}&connection_timeout={}",
+            self.url,
+            self.heartbeat_secs,
+            self.connect_timeout().as_millis()
+        )
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return Err(ConfigError::invalid(
+                "broker.url",
+                "must start with amqp:// or amqps://",
+            ));
+        }
+        if self.url.contains("heartbeat=") || self.url.contains("connection_timeout=") {
+            return Err(ConfigError::invalid(
+                "broker.url",
+                "must not carry heartbeat or connection_timeout; set broker.heartbeat_secs and broker.connect_timeout_secs",
+            ));
+        }
+        positive("broker.prefetch", u64::from(self.prefetch))?;
+        positive("broker.heartbeat_secs", u64::from(self.heartbeat_secs))?;
+        positive("broker.connect_timeout_secs", self.connect_timeout_secs)?;
+        positive(
+            "broker.reconnect_max_backoff_secs",
+            self.reconnect_max_backoff_secs,
+        )?;
+        positive("broker.max_job_bytes", self.max_job_bytes as u64)?;
+        for (key, value) in [
+            ("broker.exchange", &self.exchange),
+            ("broker.queue", &self.queue),
+            ("broker.dead_letter_exchange", &self.dead_letter_exchange),
+            ("broker.dead_letter_queue", &self.dead_letter_queue),
+        ] {
+            if value.is_empty() || value.len() > 255 {
+                return Err(ConfigError::invalid(key, "must be 1 to 255 bytes long"));
+            }
+        }
+        if self.queue == self.dead_letter_queue {
+            return Err(ConfigError::invalid(
+                "broker.dead_letter_queue",
+                "must differ from broker.queue",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Serializes an AMQP URL with its password replaced by `***`.
+fn mask_url_password<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&mask_password(url))
+}
+
+/// Returns `url` with the password of its user-info part replaced by `***`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub workers: usize,
+}
+
+impl PoolConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("pool.workers", self.workers as u64)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub max_retry_after_secs: u64,
+}
+
+impl RetryConfig {
+    pub fn base_delay(&self) -> Duration {
+        Duration::from_millis(self.base_delay_ms)
+    }
+
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.max_delay_ms)
+    }
+
+    pub fn max_retry_after(&self) -> Duration {
+        Duration::from_secs(self.max_retry_after_secs)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("retry.attempts", u64::from(self.attempts))?;
+        if self.max_delay_ms < self.base_delay_ms {
+            return Err(ConfigError::invalid(
+                "retry.max_delay_ms",
+                "must be at least retry.base_delay_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub jitter_ms: u64,
+}
+
+impl LimitsConfig {
+    pub fn jitter(&self) -> Duration {
+        Duration::from_millis(self.jitter_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub pool_idle_timeout_secs: u64,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl HttpConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn pool_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.pool_idle_timeout_secs)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("http.connect_timeout_ms", self.connect_timeout_ms)?;
+        positive("http.request_timeout_ms", self.request_timeout_ms)?;
+        positive("http.pool_idle_timeout_secs", self.pool_idle_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_period_secs: u64,
+}
+
+impl ShutdownConfig {
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_secs)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("shutdown.grace_period_secs", self.grace_period_secs)
+    }
+}
+
+/// The provider names that serve each channel, in order of preference.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    #[serde(deserialize_with = "names_list")]
+    pub email: Vec<String>,
+    #[serde(deserialize_with = "names_list")]
+    pub sms: Vec<String>,
+    #[serde(deserialize_with = "names_list")]
+    pub push: Vec<String>,
+}
+
+impl ChannelsConfig {
+    pub fn providers(&self, kind: ChannelKind) -> &[String] {
+        match kind {
+            ChannelKind::Email => &self.email,
+            ChannelKind::Sms => &self.sms,
+            ChannelKind::Push => &self.push,
+        }
+    }
+
+    /// Returns the one provider that serves `kind`, or `None` when the channel is off.
+    pub fn provider_for(&self, kind: ChannelKind) -> Result<Option<&str>, ConfigError> {
+        match self.providers(kind) {
+            [] => Ok(None),
+            [name] => Ok(Some(name.as_str())),
+            names => Err(ConfigError::invalid(
+                format!("channels.{kind}"),
+                format!(
+                    "lists {} providers; this version sends each channel through exactly one",
+                    names.len()
+                ),
+            )),
+        }
+    }
+}
+
+/// Accepts a TOML list of names or, as environment variables give it, one comma-separated
+/// string.
+fn names_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Text(String),
+    }
+    let names = match Names::deserialize(deserializer)? {
+        Names::List(names) => names,
+        Names::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(names
+        .into_iter()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect())
+}
+
+pub(super) fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}

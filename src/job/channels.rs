@@ -1,0 +1,247 @@
+//! The channels a job can request and the validated message for each.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::JobError;
+use super::recipient::{DeviceToken, EmailAddress, PhoneNumber};
+
+/// Longest email subject, in characters (the RFC 5322 line limit).
+const MAX_SUBJECT_CHARS: usize = 998;
+/// Longest SMS body, in characters. Twilio rejects longer bodies.
+const MAX_SMS_CHARS: usize = 1600;
+/// Largest push payload (title, body and data together), in bytes. FCM rejects larger messages.
+const MAX_PUSH_PAYLOAD_BYTES: usize = 4096;
+
+/// A channel Herald can deliver through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelKind {
+    Email,
+    Sms,
+    Push,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 3] = [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Push];
+
+    pub fn from_name(name: &str) -> Option<ChannelKind> {
+        ChannelKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
+    /// Returns the name used in jobs, config keys and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Email => "email",
+            ChannelKind::Sms => "sms",
+            ChannelKind::Push => "push",
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated message for one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    Email(EmailMessage),
+    Sms(SmsMessage),
+    Push(PushMessage),
+}
+
+impl Notification {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            Notification::Email(_) => ChannelKind::Email,
+            Notification::Sms(_) => ChannelKind::Sms,
+            Notification::Push(_) => ChannelKind::Push,
+        }
+    }
+
+    /// Returns the masked recipient, safe for logs.
+    pub fn masked_recipient(&self) -> String {
+        match self {
+            Notification::Email(message) => message.to.to_string(),
+            Notification::Sms(message) => message.to.to_string(),
+            Notification::Push(message) => message.token.to_string(),
+        }
+    }
+
+    pub(super) fn parse(kind: ChannelKind, body: serde_json::Value) -> Result<Self, JobError> {
+        let prefix = format!("channels.{}", kind.as_str());
+        match kind {
+            ChannelKind::Email => EmailMessage::parse(&prefix, body).map(Notification::Email),
+            ChannelKind::Sms => SmsMessage::parse(&prefix, body).map(Notification::Sms),
+            ChannelKind::Push => PushMessage::parse(&prefix, body).map(Notification::Push),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailMessage {
+    pub to: EmailAddress,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEmail {
+    to: String,
+    subject: String,
+    text: Option<String>,
+    html: Option<String>,
+}
+
+impl EmailMessage {
+    fn parse(prefix: &str, body: serde_json::Value) -> Result<Self, JobError> {
+        let raw: RawEmail = deserialize(prefix, body)?;
+        let to = EmailAddress::parse(&format!("{prefix}.to"), &raw.to)?;
+        check_text(
+            &format!("{prefix}.subject"),
+            &raw.subject,
+            MAX_SUBJECT_CHARS,
+        )?;
+        if raw.subject.contains(['\r', '\n']) {
+            return Err(JobError::field(
+                format!("{prefix}.subject"),
+                "must not contain line breaks",
+            ));
+        }
+        let text = raw.text.filter(|text| !text.is_empty());
+        let html = raw.html.filter(|html| !html.is_empty());
+        if text.is_none() && html.is_none() {
+            return Err(JobError::field(
+                prefix,
+                "needs a non-empty `text` or `html` body",
+            ));
+        }
+        Ok(EmailMessage {
+            to,
+            subject: raw.subject,
+            text,
+            html,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmsMessage {
+    pub to: PhoneNumber,
+    pub body: String,
+}
+
+#[derive(Deserialize)]
+struct RawSms {
+    to: String,
+    body: String,
+}
+
+impl SmsMessage {
+    fn parse(prefix: &str, body: serde_json::Value) -> Result<Self, JobError> {
+        let raw: RawSms = deserialize(prefix, body)?;
+        let to = PhoneNumber::parse(&format!("{prefix}.to"), &raw.to)?;
+        check_text(&format!("{prefix}.body"), &raw.body, MAX_SMS_CHARS)?;
+        Ok(SmsMessage { to, body: raw.body })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushMessage {
+    pub token: DeviceToken,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    /// Custom key-value pairs delivered to the app. FCM only carries string values.
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct RawPush {
+    token: String,
+    title: Option<String>,
+    body: Option<String>,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+impl PushMessage {
+    fn parse(prefix: &str, body: serde_json::Value) -> Result<Self, JobError> {
+        let raw: RawPush = deserialize(prefix, body)?;
+        let token = DeviceToken::parse(&format!("{prefix}.token"), &raw.token)?;
+        let title = raw.title.filter(|title| !title.is_empty());
+        let body = raw.body.filter(|body| !body.is_empty());
+        if title.is_none() && body.is_none() && raw.data.is_empty() {
+            return Err(JobError::field(
+                prefix,
+                "needs a `title`, a `body` or `data`",
+            ));
+        }
+        if let Some(key) = raw.data.keys().find(|key| is_reserved_data_key(key)) {
+            return Err(JobError::field(
+                format!("{prefix}.data"),
+                format!("key {key:?} is reserved by FCM"),
+            ));
+        }
+
+        let payload_bytes = title.as_ref().map_or(0, String::len)
+            + body.as_ref().map_or(0, String::len)
+            + raw
+                .data
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if payload_bytes > MAX_PUSH_PAYLOAD_BYTES {
+            return Err(JobError::field(
+                prefix,
+                format!(
+                    "title, body and data add up to {payload_bytes} bytes, more than {MAX_PUSH_PAYLOAD_BYTES}"
+                ),
+            ));
+        }
+
+        Ok(PushMessage {
+            token,
+            title,
+            body,
+            data: raw.data,
+        })
+    }
+}
+
+/// Returns whether FCM reserves `key` in a message's data: `from`, `notification`,
+/// `message_type`, and anything starting with `google` or `gcm`.
+fn is_reserved_data_key(key: &str) -> bool {
+    matches!(key, "from" | "notification" | "message_type")
+        || key.starts_with("google")
+        || key.starts_with("gcm")
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    body: serde_json::Value,
+) -> Result<T, JobError> {
+    if !body.is_object() {
+        return Err(JobError::field(prefix, "must be an object"));
+    }
+    serde_json::from_value(body).map_err(|error| JobError::field(prefix, error.to_string()))
+}
+
+fn check_text(field: &str, text: &str, max_chars: usize) -> Result<(), JobError> {
+    if text.trim().is_empty() {
+        return Err(JobError::field(field, "must not be empty"));
+    }
+    let chars = text.chars().count();
+    if chars > max_chars {
+        return Err(JobError::field(
+            field,
+            format!("is {chars} characters long, more than {max_chars}"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The job id: the producer's name for a job, used in logs and for deduplication.
+
+use std::fmt;
+
+use super::JobError;
+
+/// Longest job id accepted, in characters.
+pub const MAX_JOB_ID_LEN: usize = 128;
+
+/// A job id of 1 to 128 characters from `A-Z a-z 0-9 . _ : -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Validates `text` as a job id.
+    pub fn parse(text: &str) -> Result<JobId, JobError> {
+        if text.is_empty() || text.len() > MAX_JOB_ID_LEN {
+            return Err(JobError::field(
+                "id",
+                format!("must be 1 to {MAX_JOB_ID_LEN} characters long"),
+            ));
+        }
+        if let Some(bad) = text.chars().find(|c| !is_id_char(*c)) {
+            return Err(JobError::field(
+                "id",
+                format!("contains {bad:?}; only A-Z a-z 0-9 . _ : - are allowed"),
+            ));
+        }
+        Ok(JobId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,69 @@
+//! Provider adapters: one module per provider API, all behind the [`Provider`] trait.
+//!
+//! An adapter makes exactly one request per [`Provider::send`] call and turns the reply into
+//! a [`SendResult`]. Retrying, rate limiting and in-flight caps belong to the caller (see
+//! `crate::retry` and `crate::limits`), so that every attempt, retries included, passes
+//! through them.
+
+mod error;
+pub mod fcm;
+pub mod http;
+pub mod sendgrid;
+pub mod twilio;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use error::{ErrorClass, SendError};
+
+use crate::config::{ConfigError, ProviderConfig};
+use crate::job::{JobId, Notification};
+
+/// What one attempt is asked to send.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRequest<'a> {
+    pub job_id: &'a JobId,
+    pub notification: &'a Notification,
+}
+
+/// A provider's acceptance of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The provider's id for the accepted message, when its reply carries one.
+    pub message_id: Option<String>,
+    /// The HTTP status of the reply.
+    pub status: u16,
+}
+
+/// The outcome of one attempt.
+pub type SendResult = Result<Delivered, SendError>;
+
+/// One provider API. Implementations are shared across all workers.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Sends one attempt. Never retries and never waits for a rate limit.
+    async fn send(&self, request: SendRequest<'_>) -> SendResult;
+
+    /// Drops cached credentials, so the next attempt fetches or reloads them. Called after a
+    /// reply classified as [`ErrorClass::Credentials`].
+    fn invalidate_credentials(&self) {}
+}
+
+/// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
+pub fn build(
+    name: &str,
+    config: &ProviderConfig,
+    client: &reqwest::Client,
+) -> Result<Arc<dyn Provider>, ConfigError> {
+    let key = format!("providers.{name}");
+    Ok(match config {
+        ProviderConfig::Sendgrid(config) => {
+            Arc::new(sendgrid::SendgridSender::new(&key, config, client.clone())?)
+        }
+        ProviderConfig::Twilio(config) => {
+            Arc::new(twilio::TwilioSender::new(&key, config, client.clone())?)
+        }
+        ProviderConfig::Fcm(config) => Arc::new(fcm::FcmSender::new(&key, config, client.clone())?),
+    })
+}
