@@ -1,1 +1,104 @@
-fn main() {}
+//! The `herald` binary: parse flags, load config, start logging, run the command, and map
+//! the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use herald::app::Herald;
+use herald::cli::{Cli, Command, EXIT_CONFIG, EXIT_FAILURE, PublishArgs};
+use herald::config::Settings;
+use herald::shutdown::{Shutdown, termination_signal};
+use herald::{publish, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(message) = telemetry::init(&settings.log) {
+        eprintln!("herald: {message}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herald: failed to start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(execute(cli.command, settings))
+}
+
+async fn execute(command: Command, settings: Settings) -> ExitCode {
+    match command {
+        Command::Run => run(settings).await,
+        Command::CheckConfig => {
+            if let Err(error) = settings.check_secrets() {
+                eprintln!("herald: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            print!("{}", settings.to_redacted_toml());
+            eprintln!("herald: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::Publish(args) => publish_jobs(args, settings).await,
+    }
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let shutdown = Shutdown::new();
+    shutdown.stop_on(termination_signal());
+    match Herald::start(settings, shutdown).await {
+        Ok(herald) => {
+            herald.wait().await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(error.message = %error, "failed to start");
+            match error {
+                herald::app::StartError::Config(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_FAILURE),
+            }
+        }
+    }
+}
+
+async fn publish_jobs(args: PublishArgs, settings: Settings) -> ExitCode {
+    let bodies = match &args.file {
+        Some(path) => match publish::read_bodies(path) {
+            Ok(bodies) => bodies,
+            Err(error) => return fail(&error),
+        },
+        None => publish::example_bodies(args.count, &args.channels),
+    };
+    let checked = match args.no_validate {
+        true => Ok(()),
+        false => publish::check_bodies(&bodies, &settings.broker),
+    };
+    if let Err(error) = checked {
+        return fail(&error);
+    }
+    match publish::publish_bodies(&settings.broker, &bodies).await {
+        Ok(count) => {
+            println!(
+                "published {count} jobs to exchange {} with routing key {}",
+                settings.broker.exchange, settings.broker.routing_key
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("herald: {error}");
+    ExitCode::from(EXIT_FAILURE)
+}

@@ -136,6 +136,8 @@ impl Settings {
     }
 
     /// Checks every section and that each channel names a provider of the right kind.
+    /// Secrets are checked separately by [`Settings::check_secrets`], because commands such
+    /// as `herald publish` need no provider credentials.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.broker.validate()?;
         self.pool.validate()?;
@@ -164,6 +166,17 @@ impl Settings {
                 ));
             }
             provider.validate(&format!("providers.{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the secrets of every provider a channel uses.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for kind in ChannelKind::ALL {
+            let name = self.channels.provider_for(kind)?;
+            if let Some((name, provider)) = name.and_then(|n| self.providers.get_key_value(n)) {
+                provider.check_secrets(&format!("providers.{name}"))?;
+            }
         }
         Ok(())
     }

@@ -97,6 +97,16 @@ impl ProviderConfig {
         }
     }
 
+    /// Loads the section's secrets and checks the account fields that only sending needs, to
+    /// report a missing or unreadable one at start.
+    pub fn check_secrets(&self, key: &str) -> Result<(), ConfigError> {
+        match self {
+            ProviderConfig::Sendgrid(config) => config.api_key(key).map(drop),
+            ProviderConfig::Twilio(config) => config.check_account(key),
+            ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
+        }
+    }
+
     fn base_url(&self) -> &str {
         match self {
             ProviderConfig::Sendgrid(config) => &config.base_url,
@@ -172,8 +182,7 @@ impl SendgridConfig {
     }
 
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        required(format!("{key}.from_email"), &self.from_email)?;
-        self.api_key(key).map(drop)
+        required(format!("{key}.from_email"), &self.from_email)
     }
 }
 
@@ -217,7 +226,12 @@ impl TwilioConfig {
         }
     }
 
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+    fn validate(&self, _key: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Checks the account, sender and secret, which only sending needs.
+    fn check_account(&self, key: &str) -> Result<(), ConfigError> {
         required(format!("{key}.account_sid"), &self.account_sid)?;
         if self.from.is_empty() == self.messaging_service_sid.is_empty() {
             return Err(ConfigError::invalid(
@@ -266,6 +280,6 @@ impl FcmConfig {
         if !self.token_url.is_empty() {
             check_url(&format!("{key}.token_url"), &self.token_url)?;
         }
-        self.service_account(key).map(drop)
+        Ok(())
     }
 }

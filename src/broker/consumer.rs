@@ -1,0 +1,54 @@
+//! The consumer of the work queue.
+
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+
+use super::topology;
+use crate::config::BrokerConfig;
+
+/// A consumer with manual acknowledgements, and the channel its deliveries are settled on.
+pub struct JobConsumer {
+    pub channel: Channel,
+    pub consumer: Consumer,
+}
+
+/// Opens a channel, declares the topology when configured, sets the prefetch and starts
+/// consuming the work queue.
+pub async fn open_consumer(
+    connection: &Connection,
+    config: &BrokerConfig,
+) -> Result<JobConsumer, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    if config.declare_topology {
+        topology::declare(&channel, config).await?;
+    }
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions { global: false })
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(
+        queue = %config.queue,
+        prefetch = config.prefetch,
+        consumer_tag = %consumer.tag(),
+        "consuming"
+    );
+    Ok(JobConsumer { channel, consumer })
+}
+
+impl JobConsumer {
+    /// Asks RabbitMQ to stop sending deliveries. Deliveries already received stay valid and
+    /// can still be settled on this channel.
+    pub async fn cancel(&self) -> Result<(), lapin::Error> {
+        self.channel
+            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+            .await
+    }
+}

@@ -1,0 +1,32 @@
+//! RabbitMQ: connections, topology, the consumer and confirmed publishing.
+//!
+//! Herald opens two connections: one to consume and acknowledge, one to publish. RabbitMQ
+//! blocks a connection that publishes while the broker is short of memory or disk; keeping
+//! acknowledgements on another connection means such a block never stalls them.
+
+mod consumer;
+pub mod headers;
+mod publisher;
+mod topology;
+
+use lapin::{Connection, ConnectionProperties};
+
+pub use consumer::{JobConsumer, open_consumer};
+pub use publisher::{PublishError, Publisher};
+pub use topology::declare;
+
+use crate::config::{BrokerConfig, mask_password};
+
+/// Opens a connection named `herald-<purpose>`, so operators can tell Herald's connections
+/// apart in the management UI.
+pub async fn connect(config: &BrokerConfig, purpose: &str) -> Result<Connection, lapin::Error> {
+    let properties =
+        ConnectionProperties::default().with_connection_name(format!("herald-{purpose}").into());
+    let connection = Connection::connect(&config.connection_url(), properties).await?;
+    tracing::info!(
+        broker = %mask_password(&config.url),
+        connection = purpose,
+        "connected to RabbitMQ"
+    );
+    Ok(connection)
+}

@@ -1,0 +1,74 @@
+//! Command-line interface. Flags and exit codes are an interface scripts depend on: see
+//! `docs/cli.md`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code for an invalid configuration (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for a failure while running a command.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Notification worker: RabbitMQ jobs to email, SMS and push providers"
+)]
+pub struct Cli {
+    /// TOML file layered over the built-in defaults; HERALD__SECTION__KEY variables override both.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "HERALD_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume jobs from RabbitMQ and send them until SIGTERM or SIGINT.
+    Run,
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+    /// Publish jobs to the work exchange with publisher confirms.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// File of jobs: one JSON object, a JSON array, or one object per line. `-` reads standard input.
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "example",
+        conflicts_with = "example"
+    )]
+    pub file: Option<PathBuf>,
+
+    /// Publish generated sample jobs instead of reading a file.
+    #[arg(long)]
+    pub example: bool,
+
+    /// Number of sample jobs to generate with --example.
+    #[arg(long, default_value_t = 1, requires = "example")]
+    pub count: u64,
+
+    /// Channels each sample job requests, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "email,sms,push",
+        requires = "example"
+    )]
+    pub channels: Vec<String>,
+
+    /// Publish bodies as they are, without validating them as jobs (to test dead-lettering).
+    #[arg(long)]
+    pub no_validate: bool,
+}

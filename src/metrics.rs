@@ -1,0 +1,233 @@
+//! Prometheus metrics. Names and labels are a contract with dashboards and alerts: add new
+//! series freely, but rename only with a compatibility path.
+//!
+//! Every label value comes from a bounded set (channel, provider name from config, outcome,
+//! reason). A job id or a recipient is never a label.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for provider request latency, in seconds: 5 ms to about 20 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+];
+/// Buckets for rate-limiter waits, in seconds: none to about a minute.
+const WAIT_BUCKETS: &[f64] = &[
+    0.0, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Herald's metrics, registered in their own registry.
+pub struct Metrics {
+    registry: Registry,
+    jobs_received: IntCounter,
+    jobs_completed: IntCounterVec,
+    poison_jobs: IntCounterVec,
+    channel_sends: IntCounterVec,
+    provider_requests: IntCounterVec,
+    provider_request_duration: HistogramVec,
+    send_retries: IntCounterVec,
+    rate_limit_wait: HistogramVec,
+    provider_in_flight: IntGaugeVec,
+    jobs_in_flight: IntGauge,
+    broker_connected: IntGauge,
+    consuming: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let metrics = Metrics {
+            jobs_received: counter(
+                "herald_jobs_received_total",
+                "Deliveries taken from the work queue.",
+            ),
+            jobs_completed: counter_vec(
+                "herald_jobs_completed_total",
+                "Jobs settled, by outcome: delivered (every channel delivered), partial, failed, expired, poison.",
+                &["outcome"],
+            ),
+            poison_jobs: counter_vec(
+                "herald_poison_jobs_total",
+                "Job bodies rejected and dead-lettered, by reason: invalid_json, invalid_job, too_large.",
+                &["reason"],
+            ),
+            channel_sends: counter_vec(
+                "herald_channel_sends_total",
+                "Final outcome of each requested channel, by channel, provider and outcome.",
+                &["channel", "provider", "outcome"],
+            ),
+            provider_requests: counter_vec(
+                "herald_provider_requests_total",
+                "Provider requests (every attempt), by provider and result: ok, permanent, transient, rate_limited, credentials.",
+                &["provider", "result"],
+            ),
+            provider_request_duration: histogram_vec(
+                "herald_provider_request_duration_seconds",
+                "Duration of one provider request, from sending to the classified reply.",
+                &["provider"],
+                REQUEST_BUCKETS,
+            ),
+            send_retries: counter_vec(
+                "herald_send_retries_total",
+                "Attempts repeated after a failed one, by channel, provider and the failure's class.",
+                &["channel", "provider", "reason"],
+            ),
+            rate_limit_wait: histogram_vec(
+                "herald_rate_limit_wait_seconds",
+                "Time a send waited for its provider's rate-limit permit.",
+                &["provider"],
+                WAIT_BUCKETS,
+            ),
+            provider_in_flight: gauge_vec(
+                "herald_provider_requests_in_flight",
+                "Provider requests under way, by provider.",
+                &["provider"],
+            ),
+            jobs_in_flight: gauge(
+                "herald_jobs_in_flight",
+                "Jobs taken from the queue and not yet settled.",
+            ),
+            broker_connected: gauge(
+                "herald_broker_connected",
+                "1 while the connection to RabbitMQ is open, else 0.",
+            ),
+            consuming: gauge(
+                "herald_consuming",
+                "1 while Herald consumes from the work queue, else 0. Readiness follows it.",
+            ),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(self.jobs_received.clone()),
+            Box::new(self.jobs_completed.clone()),
+            Box::new(self.poison_jobs.clone()),
+            Box::new(self.channel_sends.clone()),
+            Box::new(self.provider_requests.clone()),
+            Box::new(self.provider_request_duration.clone()),
+            Box::new(self.send_retries.clone()),
+            Box::new(self.rate_limit_wait.clone()),
+            Box::new(self.provider_in_flight.clone()),
+            Box::new(self.jobs_in_flight.clone()),
+            Box::new(self.broker_connected.clone()),
+            Box::new(self.consuming.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("metric names are unique and valid");
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    pub fn job_received(&self) {
+        self.jobs_received.inc();
+        self.jobs_in_flight.inc();
+    }
+
+    /// Counts a settled job. Every `job_received` is followed by exactly one call to this or
+    /// to [`Metrics::job_abandoned`].
+    pub fn job_completed(&self, outcome: &str) {
+        self.jobs_completed.with_label_values(&[outcome]).inc();
+        self.jobs_in_flight.dec();
+    }
+
+    /// Counts a job left unacknowledged for redelivery (shutdown, lost channel).
+    pub fn job_abandoned(&self) {
+        self.jobs_in_flight.dec();
+    }
+
+    pub fn poison_job(&self, reason: &str) {
+        self.poison_jobs.with_label_values(&[reason]).inc();
+    }
+
+    pub fn channel_finished(&self, channel: &str, provider: &str, outcome: &str) {
+        self.channel_sends
+            .with_label_values(&[channel, provider, outcome])
+            .inc();
+    }
+
+    pub fn provider_request(&self, provider: &str, result: &str, duration: Duration) {
+        self.provider_requests
+            .with_label_values(&[provider, result])
+            .inc();
+        self.provider_request_duration
+            .with_label_values(&[provider])
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn send_retry(&self, channel: &str, provider: &str, reason: &str) {
+        self.send_retries
+            .with_label_values(&[channel, provider, reason])
+            .inc();
+    }
+
+    pub fn rate_limit_waited(&self, provider: &str, waited: Duration) {
+        self.rate_limit_wait
+            .with_label_values(&[provider])
+            .observe(waited.as_secs_f64());
+    }
+
+    /// Returns the in-flight gauge of `provider`, for [`crate::limits`] to raise and lower.
+    pub fn provider_in_flight(&self, provider: &str) -> IntGauge {
+        self.provider_in_flight.with_label_values(&[provider])
+    }
+
+    pub fn set_broker_connected(&self, connected: bool) {
+        self.broker_connected.set(i64::from(connected));
+    }
+
+    pub fn set_consuming(&self, consuming: bool) {
+        self.consuming.set(i64::from(consuming));
+    }
+
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.get() == 1
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric definition")
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric definition")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric definition")
+}

@@ -1,0 +1,102 @@
+//! The bounded worker pool: at most `pool.workers` jobs are handled at once, and every job
+//! task is tracked so shutdown can wait for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::Consumer;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::handler::JobHandler;
+use crate::shutdown::Shutdown;
+
+/// Why consuming stopped.
+#[derive(Debug)]
+pub enum ConsumeEnd {
+    /// Shutdown began.
+    Stopped,
+    /// The broker closed the consumer, its channel or its connection.
+    Lost(String),
+}
+
+pub struct WorkerPool {
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl WorkerPool {
+    pub fn new(workers: usize) -> WorkerPool {
+        WorkerPool {
+            slots: Arc::new(Semaphore::new(workers.max(1))),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Takes deliveries from `consumer` and hands each to a job task, waiting for a free
+    /// worker before taking the next. Returns when shutdown begins or the consumer ends.
+    pub async fn consume(
+        &self,
+        consumer: &mut Consumer,
+        handler: &Arc<JobHandler>,
+        shutdown: &Shutdown,
+    ) -> ConsumeEnd {
+        loop {
+            let slot = tokio::select! {
+                biased;
+                () = shutdown.stopped() => return ConsumeEnd::Stopped,
+                slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let next = tokio::select! {
+                biased;
+                () = shutdown.stopped() => return ConsumeEnd::Stopped,
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return ConsumeEnd::Lost(error.to_string()),
+                None => return ConsumeEnd::Lost("the broker cancelled the consumer".to_owned()),
+            };
+
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            self.tracker.spawn(async move {
+                handler.handle(delivery, shutdown).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Returns the number of jobs under way.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Waits for jobs under way to finish. When `grace` runs out first, aborts them through
+    /// `shutdown`, which leaves their deliveries unacknowledged for redelivery.
+    pub async fn drain(&self, grace: Duration, shutdown: &Shutdown) {
+        self.tracker.close();
+        let in_flight = self.tracker.len();
+        if in_flight > 0 {
+            info!(
+                in_flight,
+                grace_secs = grace.as_secs(),
+                "waiting for jobs under way"
+            );
+        }
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                unfinished = self.tracker.len(),
+                "grace period ended; unfinished jobs stay unacknowledged for redelivery"
+            );
+            shutdown.abort();
+            self.tracker.wait().await;
+        }
+        self.tracker.reopen();
+    }
+}

@@ -1,0 +1,210 @@
+//! Attempts of one channel within one delivery: backoff with full jitter, `Retry-After`
+//! hints, and one credentials refresh.
+//!
+//! The loop sits outside the rate limiter, so every attempt takes its own permit.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use crate::config::RetryConfig;
+use crate::metrics::Metrics;
+use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
+use crate::routes::Route;
+
+/// How often and how long to retry in place.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(config: &RetryConfig) -> Self {
+        RetryPolicy {
+            attempts: config.attempts,
+            base_delay: config.base_delay(),
+            max_delay: config.max_delay(),
+            max_retry_after: config.max_retry_after(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Returns the pause before attempt `failed + 1`: a random duration up to
+    /// `base_delay * 2^(failed - 1)`, capped at `max_delay` ("full jitter").
+    pub fn backoff(&self, failed: u32) -> Duration {
+        let exponent = failed.saturating_sub(1).min(30);
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << exponent)
+            .min(self.max_delay);
+        if ceiling.is_zero() {
+            return Duration::ZERO;
+        }
+        rand::rng().random_range(Duration::ZERO..=ceiling)
+    }
+
+    /// Returns the pause before retrying after `error`, or `None` when it must not be
+    /// retried in place. A provider's hint is waited out in full when it is within
+    /// `max_retry_after`.
+    pub fn delay_after(&self, error: &SendError, failed: u32) -> Option<Duration> {
+        match error.class {
+            ErrorClass::Permanent => None,
+            ErrorClass::Credentials => Some(Duration::ZERO),
+            ErrorClass::Transient | ErrorClass::RateLimited => match error.retry_after {
+                Some(hint) if hint > self.max_retry_after => None,
+                Some(hint) => Some(hint.max(self.backoff(failed))),
+                None => Some(self.backoff(failed)),
+            },
+        }
+    }
+}
+
+/// The final result of one channel's attempts.
+#[derive(Debug)]
+pub struct AttemptsOutcome {
+    pub result: Result<Delivered, SendError>,
+    pub attempts: u32,
+}
+
+/// Sends `request` through `route`, retrying in place as `policy` allows.
+///
+/// A credentials failure drops the cached credentials and retries once without using up an
+/// attempt; a second one in a row is final.
+pub async fn send_with_retries(
+    route: &Route,
+    policy: &RetryPolicy,
+    request: SendRequest<'_>,
+    metrics: &Metrics,
+) -> AttemptsOutcome {
+    let channel = request.notification.kind().as_str();
+    let provider = &*route.provider_name;
+    let mut attempts = 0;
+    let mut failed = 0;
+    let mut refreshed_credentials = false;
+
+    loop {
+        attempts += 1;
+        let permit = route.limits.acquire().await;
+        let started = Instant::now();
+        let result = route.provider.send(request).await;
+        drop(permit);
+        let result_label = result
+            .as_ref()
+            .map_or_else(|error| error.class.as_str(), |_| "ok");
+        metrics.provider_request(provider, result_label, started.elapsed());
+
+        let error = match result {
+            Ok(delivered) => {
+                return AttemptsOutcome {
+                    result: Ok(delivered),
+                    attempts,
+                };
+            }
+            Err(error) => error,
+        };
+
+        if error.class == ErrorClass::Credentials {
+            if refreshed_credentials {
+                error!(
+                    channel, provider, attempt = attempts,
+                    error.class = error.class.as_str(), error.code = error.code.as_deref(), error.message = %error.message,
+                    "provider rejected fresh credentials; check the provider's configured secret"
+                );
+                return AttemptsOutcome {
+                    result: Err(error),
+                    attempts,
+                };
+            }
+            refreshed_credentials = true;
+            route.provider.invalidate_credentials();
+            warn!(
+                channel,
+                provider,
+                attempt = attempts,
+                error.code = error.code.as_deref(),
+                "provider rejected credentials; refreshing them and retrying"
+            );
+            metrics.send_retry(channel, provider, error.class.as_str());
+            continue;
+        }
+
+        failed += 1;
+        let delay = match policy.delay_after(&error, failed) {
+            Some(delay) if failed < policy.attempts => delay,
+            _ => {
+                return AttemptsOutcome {
+                    result: Err(error),
+                    attempts,
+                };
+            }
+        };
+        warn!(
+            channel, provider, attempt = attempts,
+            error.class = error.class.as_str(), error.code = error.code.as_deref(), error.status = error.status, error.message = %error.message,
+            delay_ms = delay.as_millis() as u64,
+            "attempt failed; retrying"
+        );
+        metrics.send_retry(channel, provider, error.class.as_str());
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn backoff_stays_under_exponential_ceiling() {
+        let policy = policy();
+        for _ in 0..200 {
+            assert!(policy.backoff(1) <= Duration::from_millis(100));
+            assert!(policy.backoff(2) <= Duration::from_millis(200));
+            assert!(policy.backoff(3) <= Duration::from_millis(400));
+            assert!(policy.backoff(10) <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered() {
+        let policy = policy();
+        let delays: std::collections::HashSet<Duration> =
+            (0..50).map(|_| policy.backoff(4)).collect();
+        assert!(delays.len() > 1, "50 backoffs gave one value: {delays:?}");
+    }
+
+    #[test]
+    fn retry_after_hint_is_waited_out() {
+        let error = SendError::new(ErrorClass::RateLimited, "slow down")
+            .with_retry_after(Some(Duration::from_secs(3)));
+        let delay = policy().delay_after(&error, 1).unwrap();
+        assert!(delay >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn retry_after_beyond_limit_stops_retries() {
+        let error = SendError::new(ErrorClass::RateLimited, "slow down")
+            .with_retry_after(Some(Duration::from_secs(3600)));
+        assert_eq!(policy().delay_after(&error, 1), None);
+    }
+
+    #[test]
+    fn permanent_error_is_not_retried() {
+        let error = SendError::permanent("invalid recipient");
+        assert_eq!(policy().delay_after(&error, 1), None);
+    }
+}
