@@ -1,0 +1,9 @@
+#![allow(unreachable_pub)]
+
+//! End-to-end tests: Herald's binary against a real RabbitMQ and provider mocks on loopback.
+//! Each test uses its own exchanges and queues.
+
+mod helpers;
+
+mod delivery;
+mod poison;

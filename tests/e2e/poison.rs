@@ -1,0 +1,131 @@
+//! Poison jobs go to the dead-letter queue with their reason, once, while Herald keeps
+//! consuming.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn poison_jobs_are_dead_lettered() {
+    let topology = Topology::new("poison");
+    let providers = Providers::start().await;
+    providers.accept_all().await;
+    let mut env = topology.env();
+    env.extend(providers.env());
+    let herald = RunningHerald::start(env).await;
+
+    let ten_megabytes = {
+        let padding = "x".repeat(10 * 1024 * 1024);
+        serde_json::json!({"id": "huge-1", "channels": {"sms": {"to": "+15555550123", "body": "hi"}}, "padding": padding})
+            .to_string()
+            .into_bytes()
+    };
+    let poison: Vec<(Vec<u8>, &str)> = vec![
+        (b"this is not json".to_vec(), "invalid_json"),
+        (
+            br#"{"id": "bad-phone-1", "channels": {"sms": {"to": "555", "body": "hi"}}}"#.to_vec(),
+            "invalid_job",
+        ),
+        (
+            br#"{"channels": {"sms": {"to": "+15555550123", "body": "hi"}}}"#.to_vec(),
+            "invalid_job",
+        ),
+        (ten_megabytes, "too_large"),
+    ];
+    let bodies: Vec<Vec<u8>> = poison.iter().map(|(body, _)| body.clone()).collect();
+    topology.publish(&bodies).await;
+    topology
+        .publish_jobs(&[job("after-poison-1", 1, &["email"])])
+        .await;
+
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "poison")],
+            4.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        providers.email_requests().await.len(),
+        1,
+        "the valid job after the poison ones was sent"
+    );
+    assert!(
+        providers.sms_requests().await.is_empty(),
+        "no poison job reached a provider"
+    );
+
+    let metrics = herald.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_poison_jobs_total",
+            &[("reason", "invalid_json")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_poison_jobs_total",
+            &[("reason", "invalid_job")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_poison_jobs_total",
+            &[("reason", "too_large")]
+        ),
+        1.0
+    );
+    let warnings: Vec<_> = herald
+        .logs()
+        .into_iter()
+        .filter(|line| message(line) == "poison job; dead-lettering it")
+        .collect();
+    assert_eq!(warnings.len(), 4, "one warning per poison job");
+    assert!(warnings.iter().all(|line| line["level"] == "WARN"));
+
+    assert_eq!(herald.stop().await, 0);
+    let dead = topology.drain(&topology.dead_letter_queue).await;
+    assert_eq!(dead.len(), 4, "dead-lettered messages");
+    for (message, (body, reason)) in dead.iter().zip(&poison) {
+        assert_eq!(
+            &message.body, body,
+            "the dead letter keeps the original body"
+        );
+        assert_eq!(
+            message.headers.get("x-herald-reason").map(String::as_str),
+            Some(*reason)
+        );
+        assert!(!message.headers["x-herald-error"].is_empty());
+        assert_eq!(message.headers["x-herald-source-queue"], topology.queue);
+    }
+    assert_eq!(
+        dead[1].headers.get("x-herald-job-id").map(String::as_str),
+        Some("bad-phone-1")
+    );
+    assert!(
+        dead[1].headers["x-herald-error"].contains("channels.sms.to"),
+        "{:?}",
+        dead[1].headers
+    );
+    assert!(
+        dead[2].headers["x-herald-error"].contains("`id`"),
+        "{:?}",
+        dead[2].headers
+    );
+    assert_eq!(topology.depth(&topology.queue).await, 0, "nothing requeued");
+    topology.delete().await;
+}
