@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use herald::config::Settings;
-use herald::job::{EmailAddress, EmailMessage, JobId, Notification};
+use herald::job::{EmailAddress, EmailMessage, JobId, Notification, PhoneNumber, SmsMessage};
 use herald::providers::{self, Provider, SendRequest, SendResult};
 
 pub(crate) const SENDGRID_API_KEY: &str = "SG.test-key";
-const TWILIO_ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TWILIO_AUTH_TOKEN: &str = "twilio-test-token";
-const TWILIO_FROM: &str = "+15005550006";
+pub(crate) const TWILIO_ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const TWILIO_AUTH_TOKEN: &str = "twilio-test-token";
+pub(crate) const TWILIO_FROM: &str = "+15005550006";
 pub(crate) const JOB_ID: &str = "job-42";
 
 /// Returns the path of a file under `tests/fixtures`.
@@ -79,6 +79,13 @@ pub(crate) fn email(to: &str, text: Option<&str>, html: Option<&str>) -> Notific
         subject: "Your order shipped".to_owned(),
         text: text.map(str::to_owned),
         html: html.map(str::to_owned),
+    })
+}
+
+pub(crate) fn sms(to: &str, body: &str) -> Notification {
+    Notification::Sms(SmsMessage {
+        to: PhoneNumber::parse("to", to).unwrap(),
+        body: body.to_owned(),
     })
 }
 

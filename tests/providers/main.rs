@@ -4,3 +4,4 @@
 
 mod helpers;
 mod sendgrid;
+mod twilio;
