@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use herald::config::Settings;
-use herald::job::{EmailAddress, EmailMessage, JobId, Notification, PhoneNumber, SmsMessage};
+use herald::job::{
+    DeviceToken, EmailAddress, EmailMessage, JobId, Notification, PhoneNumber, PushMessage,
+    SmsMessage,
+};
 use herald::providers::{self, Provider, SendRequest, SendResult};
 
 pub(crate) const SENDGRID_API_KEY: &str = "SG.test-key";
@@ -86,6 +89,23 @@ pub(crate) fn sms(to: &str, body: &str) -> Notification {
     Notification::Sms(SmsMessage {
         to: PhoneNumber::parse("to", to).unwrap(),
         body: body.to_owned(),
+    })
+}
+
+pub(crate) fn push(
+    token: &str,
+    title: Option<&str>,
+    body: Option<&str>,
+    data: &[(&str, &str)],
+) -> Notification {
+    Notification::Push(PushMessage {
+        token: DeviceToken::parse("token", token).unwrap(),
+        title: title.map(str::to_owned),
+        body: body.map(str::to_owned),
+        data: data
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
     })
 }
 
