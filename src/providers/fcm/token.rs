@@ -78,6 +78,8 @@ impl TokenSource {
             return Ok(token);
         }
 
+        // NOTE: a failed mint is not shared. Sends queued behind it each try their own mint
+        // in turn, so an unreachable token endpoint sees one request per waiting send.
         let token = self.mint().await?;
         let value = token.value.clone();
         *self.lock_cache() = Some(token);
