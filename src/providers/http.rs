@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::SendError;
-use crate::config::HttpConfig;
+use crate::config::{ConfigError, HttpConfig};
 
 /// Builds the one pooled client all adapters share. Redirects are not followed: a provider
 /// API that redirects is misconfigured, and following could resend a request elsewhere.
@@ -18,6 +18,22 @@ pub fn build_client(config: &HttpConfig) -> reqwest::Result<reqwest::Client> {
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
         .redirect(reqwest::redirect::Policy::none())
         .build()
+}
+
+/// Joins a provider's configured base URL and an API path. `key` names the config section
+/// in the error when the result is not a URL.
+pub fn endpoint(key: &str, base_url: &str, path: &str) -> Result<reqwest::Url, ConfigError> {
+    let joined = format!(
+        "{}/{}",
+        base_url.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    reqwest::Url::parse(&joined).map_err(|error| {
+        ConfigError::invalid(
+            format!("{key}.base_url"),
+            format!("does not form a valid request URL: {error}"),
+        )
+    })
 }
 
 /// Reads a `Retry-After` header in either of its forms: delay seconds or an HTTP date.
@@ -51,6 +67,66 @@ pub fn transport_error(error: &reqwest::Error) -> SendError {
     SendError::transient(format!("request failed: {}", without_url(error))).with_code(code)
 }
 
+/// Longest provider error message kept in a [`SendError`], in characters.
+const MAX_PROVIDER_MESSAGE_CHARS: usize = 300;
+
+/// Reads a reply's status, headers and whole body. A body that fails to arrive is a
+/// transport failure, like a request that gets no reply.
+pub async fn read_reply(response: reqwest::Response) -> Result<Reply, SendError> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| transport_error(&error))?
+        .to_vec();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A provider's reply, read in full.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Returns the value of header `name` as text, when present and readable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+
+    /// Returns the `Retry-After` hint, in either of its forms.
+    pub fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers)
+    }
+}
+
+/// Prepares a message from a provider's error body for a [`SendError`]: each of `sensitive`
+/// (a recipient, an account id) is replaced by `<redacted>`, and the text is cut to a few
+/// hundred characters. Providers do quote the request back: Twilio's 21211 message names
+/// the rejected number.
+pub fn provider_message(message: &str, sensitive: &[&str]) -> String {
+    let mut message = message.trim().to_owned();
+    for value in sensitive.iter().filter(|value| !value.is_empty()) {
+        message = message.replace(value, "<redacted>");
+    }
+    if message.chars().count() > MAX_PROVIDER_MESSAGE_CHARS {
+        message = message.chars().take(MAX_PROVIDER_MESSAGE_CHARS).collect();
+        message.push('…');
+    }
+    message
+}
+
 /// Renders a reqwest error without its URL, which can carry an account id or a device token.
 fn without_url(error: &reqwest::Error) -> String {
     let mut chain = error.to_string();
@@ -69,6 +145,23 @@ fn without_url(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_message_redacts_sensitive_values() {
+        let message = "The 'To' number +15555550123 is not a valid phone number.";
+        assert_eq!(
+            provider_message(message, &["+15555550123", ""]),
+            "The 'To' number <redacted> is not a valid phone number."
+        );
+    }
+
+    #[test]
+    fn provider_message_cuts_long_text() {
+        let message = "x".repeat(1000);
+        let kept = provider_message(&message, &[]);
+        assert_eq!(kept.chars().count(), MAX_PROVIDER_MESSAGE_CHARS + 1);
+        assert!(kept.ends_with('…'));
+    }
 
     #[test]
     fn retry_after_reads_seconds() {
