@@ -6,7 +6,9 @@
 //! - [`config`]: layered configuration and its validation.
 //! - [`job`]: the job format producers publish, parsed and validated.
 //! - [`providers`]: one adapter per provider API behind the `Provider` trait.
+//! - [`sandbox`]: a local server speaking the provider APIs, for demos and benchmarks.
 
 pub mod config;
 pub mod job;
 pub mod providers;
+pub mod sandbox;
