@@ -34,7 +34,7 @@ impl ErrorStatus {
         }
     }
 
-    /// Whether replies with this status carry `Retry-After` when one is configured. HTTP
+    /// Returns whether replies with this status carry `Retry-After` when one is configured. HTTP
     /// defines the header for 429 and 503, not for 500.
     fn allows_retry_after(self) -> bool {
         matches!(
@@ -44,7 +44,7 @@ impl ErrorStatus {
     }
 }
 
-/// Which provider endpoints error injection applies to.
+/// Provider endpoints that error injection applies to.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultTarget {
     Sendgrid,
@@ -85,7 +85,21 @@ impl Faults {
         }
     }
 
-    /// Waits the configured latency. Called before a provider endpoint answers.
+    /// Logs the settings at info, as part of the sandbox's start.
+    pub(super) fn log_start(&self, addr: std::net::SocketAddr, record: Option<&std::path::Path>) {
+        tracing::info!(
+            %addr,
+            latency_ms = self.latency.as_millis(),
+            error_rate = self.error_rate,
+            error_status = self.status.status_code().as_u16(),
+            retry_after_secs = self.retry_after_secs,
+            fail_provider = ?self.target,
+            record = record.map(|path| path.display().to_string()),
+            "sandbox listening"
+        );
+    }
+
+    /// Waits the configured latency. Called before a provider endpoint replies.
     pub(super) async fn delay(&self) {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
@@ -101,7 +115,7 @@ impl Faults {
         hit.then_some(self.status)
     }
 
-    /// The configured `Retry-After` delay, in seconds, for a reply with this status.
+    /// Returns the configured `Retry-After` delay, in seconds, for a reply with this status.
     pub(super) fn retry_after_secs(&self, status: ErrorStatus) -> Option<u64> {
         self.retry_after_secs
             .filter(|_| status.allows_retry_after())

@@ -54,7 +54,7 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
 
-    /// Share of provider requests answered with an injected error, from 0.0 to 1.0.
+    /// Share of provider requests that get an injected error reply, from 0.0 to 1.0.
     #[arg(long, value_name = "SHARE", default_value_t = 0.0, value_parser = parse_error_rate)]
     pub error_rate: f64,
 
@@ -76,7 +76,7 @@ pub struct SandboxArgs {
 }
 
 impl Default for SandboxArgs {
-    /// The same values as the flags' defaults.
+    /// Returns the flags' default values.
     fn default() -> SandboxArgs {
         SandboxArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 8025)),
@@ -113,9 +113,10 @@ pub struct Sandbox {
     local_addr: SocketAddr,
     state: Arc<AppState>,
     writer: Option<RecordWriter>,
+    record_path: Option<PathBuf>,
 }
 
-/// What every handler shares.
+/// State shared by every handler.
 #[derive(Debug)]
 struct AppState {
     faults: Faults,
@@ -151,10 +152,11 @@ impl Sandbox {
             local_addr,
             state: Arc::new(state),
             writer,
+            record_path: args.record,
         })
     }
 
-    /// The address actually bound, which tells the port when `--listen` gave port 0.
+    /// Returns the address actually bound, which shows the port when `--listen` gave port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -177,7 +179,9 @@ impl Sandbox {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.local_addr;
-        tracing::info!(%addr, "sandbox listening");
+        self.state
+            .faults
+            .log_start(addr, self.record_path.as_deref());
 
         axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
