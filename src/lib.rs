@@ -3,9 +3,27 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: layered configuration and its validation.
+//! The path of a job, in order:
+//!
+//! - [`app`]: the daemon's lifecycle: start, broker sessions that reconnect, drain.
+//! - [`broker`]: RabbitMQ connections, topology, the consumer and confirmed publishing.
+//! - [`pool`]: the bounded worker pool that takes deliveries from the consumer.
+//! - [`handler`]: one delivery from parse to acknowledgement or dead-lettering.
 //! - [`job`]: the job format producers publish, parsed and validated.
+//! - [`fanout`]: a job's channels sent concurrently, each failure kept to its channel.
+//! - [`routes`]: which provider sends each channel.
+//! - [`retry`]: attempts within one delivery, with backoff and `Retry-After` hints.
+//! - [`limits`]: per-provider rate limits and in-flight caps.
 //! - [`providers`]: one adapter per provider API behind the `Provider` trait.
+//!
+//! Around it:
+//!
+//! - [`config`]: layered configuration and its validation.
+//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP server.
+//! - [`shutdown`]: the signal every long-lived task watches.
+//! - [`telemetry`]: logging setup.
+//! - [`cli`] and [`publish`]: the command line and `herald publish`.
+//! - [`sandbox`]: a local server speaking the provider APIs, for demos and benchmarks.
 
 pub mod admin;
 pub mod app;
@@ -22,5 +40,6 @@ pub mod providers;
 pub mod publish;
 pub mod retry;
 pub mod routes;
+pub mod sandbox;
 pub mod shutdown;
 pub mod telemetry;
