@@ -39,6 +39,8 @@ pub enum Command {
     CheckConfig,
     /// Publish jobs to the work exchange with publisher confirms.
     Publish(PublishArgs),
+    /// Serve SendGrid-, Twilio- and FCM-compatible endpoints locally, for demos and benchmarks.
+    Sandbox(crate::sandbox::SandboxArgs),
 }
 
 #[derive(Debug, Args)]

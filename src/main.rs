@@ -50,6 +50,19 @@ async fn execute(command: Command, settings: Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Publish(args) => publish_jobs(args, settings).await,
+        Command::Sandbox(args) => sandbox(args).await,
+    }
+}
+
+async fn sandbox(args: herald::sandbox::SandboxArgs) -> ExitCode {
+    let sandbox = match herald::sandbox::Sandbox::bind(args).await {
+        Ok(sandbox) => sandbox,
+        Err(error) => return fail(&format!("failed to start the sandbox: {error}")),
+    };
+    println!("sandbox listening on http://{}", sandbox.local_addr());
+    match sandbox.serve(termination_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("sandbox failed: {error}")),
     }
 }
 
