@@ -20,6 +20,29 @@ const WAIT_BUCKETS: &[f64] = &[
     0.0, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Values of the `outcome` label of `herald_jobs_completed_total`.
+const JOB_OUTCOMES: [&str; 5] = ["delivered", "partial", "failed", "expired", "poison"];
+/// Values of the `reason` label of `herald_poison_jobs_total`.
+const POISON_REASONS: [&str; 3] = ["invalid_json", "invalid_job", "too_large"];
+/// Values of the `outcome` label of `herald_channel_sends_total` for a routed channel.
+/// Channels that never reach a provider add `expired`, `not_configured` and `unknown_channel`.
+const CHANNEL_OUTCOMES: [&str; 5] = [
+    "delivered",
+    "permanent",
+    "transient",
+    "rate_limited",
+    "credentials",
+];
+/// Values of the `result` label of `herald_provider_requests_total`; all but `ok` are also
+/// the `reason` values of `herald_send_retries_total`.
+const REQUEST_RESULTS: [&str; 5] = [
+    "ok",
+    "permanent",
+    "transient",
+    "rate_limited",
+    "credentials",
+];
+
 /// Herald's metrics, registered in their own registry.
 pub struct Metrics {
     registry: Registry,
@@ -102,7 +125,34 @@ impl Metrics {
             registry,
         };
         metrics.register_all();
+        for outcome in JOB_OUTCOMES {
+            metrics.jobs_completed.with_label_values(&[outcome]);
+        }
+        for reason in POISON_REASONS {
+            metrics.poison_jobs.with_label_values(&[reason]);
+        }
         metrics
+    }
+
+    /// Creates the series of one channel's provider at zero, so dashboards and alerts see
+    /// every series from the start instead of an absent one.
+    pub fn init_route(&self, channel: &str, provider: &str) {
+        for outcome in CHANNEL_OUTCOMES {
+            self.channel_sends
+                .with_label_values(&[channel, provider, outcome]);
+        }
+        for result in REQUEST_RESULTS {
+            self.provider_requests
+                .with_label_values(&[provider, result]);
+        }
+        for reason in &REQUEST_RESULTS[1..] {
+            self.send_retries
+                .with_label_values(&[channel, provider, reason]);
+        }
+        self.provider_request_duration
+            .with_label_values(&[provider]);
+        self.rate_limit_wait.with_label_values(&[provider]);
+        self.provider_in_flight.with_label_values(&[provider]);
     }
 
     fn register_all(&self) {

@@ -40,6 +40,7 @@ impl Routes {
                 )
             })?;
             let provider_name: Arc<str> = Arc::from(name);
+            metrics.init_route(kind.as_str(), name);
             let limits = ProviderLimits::new(
                 provider_name.clone(),
                 config.rate_limit(),

@@ -18,7 +18,7 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .try_init(),
     };
     result.map_err(|error| format!("failed to install the logger: {error}"))

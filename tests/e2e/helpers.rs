@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -66,14 +65,14 @@ impl Topology {
 
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            env("HERALD__BROKER__URL", AMQP_URL),
-            env("HERALD__BROKER__EXCHANGE", &self.exchange),
-            env("HERALD__BROKER__QUEUE", &self.queue),
-            env(
+            env_pair("HERALD__BROKER__URL", AMQP_URL),
+            env_pair("HERALD__BROKER__EXCHANGE", &self.exchange),
+            env_pair("HERALD__BROKER__QUEUE", &self.queue),
+            env_pair(
                 "HERALD__BROKER__DEAD_LETTER_EXCHANGE",
                 &self.dead_letter_exchange,
             ),
-            env("HERALD__BROKER__DEAD_LETTER_QUEUE", &self.dead_letter_queue),
+            env_pair("HERALD__BROKER__DEAD_LETTER_QUEUE", &self.dead_letter_queue),
         ]
     }
 
@@ -206,7 +205,7 @@ fn text_headers(table: Option<&FieldTable>) -> HashMap<String, String> {
         .collect()
 }
 
-pub fn env(key: &str, value: &str) -> (String, String) {
+pub fn env_pair(key: &str, value: &str) -> (String, String) {
     (key.to_owned(), value.to_owned())
 }
 
@@ -275,21 +274,21 @@ impl Providers {
 
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            env(
+            env_pair(
                 "HERALD__PROVIDERS__SENDGRID__BASE_URL",
                 &self.sendgrid.uri(),
             ),
-            env("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.test-key"),
-            env("HERALD__PROVIDERS__TWILIO__BASE_URL", &self.twilio.uri()),
-            env("HERALD__PROVIDERS__TWILIO__ACCOUNT_SID", TWILIO_SID),
-            env("HERALD__PROVIDERS__TWILIO__AUTH_TOKEN", "twilio-test-token"),
-            env("HERALD__PROVIDERS__TWILIO__FROM", "+15555550100"),
-            env("HERALD__PROVIDERS__FCM__BASE_URL", &self.fcm.uri()),
-            env(
+            env_pair("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.test-key"),
+            env_pair("HERALD__PROVIDERS__TWILIO__BASE_URL", &self.twilio.uri()),
+            env_pair("HERALD__PROVIDERS__TWILIO__ACCOUNT_SID", TWILIO_SID),
+            env_pair("HERALD__PROVIDERS__TWILIO__AUTH_TOKEN", "twilio-test-token"),
+            env_pair("HERALD__PROVIDERS__TWILIO__FROM", "+15555550100"),
+            env_pair("HERALD__PROVIDERS__FCM__BASE_URL", &self.fcm.uri()),
+            env_pair(
                 "HERALD__PROVIDERS__FCM__TOKEN_URL",
                 &format!("{}/token", self.fcm.uri()),
             ),
-            env(
+            env_pair(
                 "HERALD__PROVIDERS__FCM__SERVICE_ACCOUNT_FILE",
                 SERVICE_ACCOUNT,
             ),
@@ -510,10 +509,30 @@ pub fn message(line: &serde_json::Value) -> &str {
     line["message"].as_str().unwrap_or_default()
 }
 
-/// Returns the field `name` of a log line, whether on the event or its span.
+/// Returns the field `name` of a log line, from the event or from any of its spans.
 pub fn field<'a>(line: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    line.get(name)
-        .or_else(|| line.get("span").and_then(|span| span.get(name)))
+    line.get(name).or_else(|| {
+        line.get("spans")?
+            .as_array()?
+            .iter()
+            .rev()
+            .find_map(|span| span.get(name))
+    })
+}
+
+/// Returns the position of the first log line with `text` as its message and the given
+/// field values.
+pub fn log_position(
+    logs: &[serde_json::Value],
+    text: &str,
+    fields: &[(&str, &str)],
+) -> Option<usize> {
+    logs.iter().position(|line| {
+        message(line) == text
+            && fields
+                .iter()
+                .all(|(name, value)| field(line, name).and_then(|v| v.as_str()) == Some(*value))
+    })
 }
 
 /// Sums the samples of metric `name` whose labels include `labels`.
@@ -535,20 +554,4 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             matches.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()
-}
-
-/// Polls `check` until it returns true, failing with `what` after `timeout`.
-pub async fn eventually(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> BoxFuture<'static, bool>,
-) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -5,5 +5,9 @@
 
 mod helpers;
 
+mod cli;
 mod delivery;
+mod isolation;
+mod limits;
 mod poison;
+mod shutdown;

@@ -1,0 +1,90 @@
+//! The command line: invalid configuration exits with code 78 and names the key.
+
+use std::process::Output;
+
+use crate::helpers::*;
+
+fn herald(args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("failed to run the herald binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+const CREDENTIALS: [(&str, &str); 5] = [
+    ("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.cli-test"),
+    ("HERALD__PROVIDERS__TWILIO__ACCOUNT_SID", TWILIO_SID),
+    ("HERALD__PROVIDERS__TWILIO__AUTH_TOKEN", "cli-test-token"),
+    ("HERALD__PROVIDERS__TWILIO__FROM", "+15555550100"),
+    (
+        "HERALD__PROVIDERS__FCM__SERVICE_ACCOUNT_FILE",
+        SERVICE_ACCOUNT,
+    ),
+];
+
+#[test]
+fn invalid_value_exits_78_naming_key() {
+    let output = herald(&["run"], &[("HERALD__BROKER__PREFETCH", "0")]);
+    assert_eq!(output.status.code(), Some(78));
+    let message = stderr(&output);
+    assert!(message.contains("broker.prefetch"), "{message}");
+    assert!(message.contains("greater than 0"), "{message}");
+}
+
+#[test]
+fn unknown_key_exits_78() {
+    let output = herald(&["check-config"], &[("HERALD__POOL__WORKER", "3")]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(stderr(&output).contains("worker"), "{}", stderr(&output));
+}
+
+#[test]
+fn missing_config_file_exits_78() {
+    let output = herald(
+        &["--config", "/nonexistent/herald.toml", "check-config"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("/nonexistent/herald.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn missing_secret_exits_78_naming_variable() {
+    let output = herald(&["check-config"], &[]);
+    assert_eq!(output.status.code(), Some(78));
+    let message = stderr(&output);
+    assert!(message.contains("providers.sendgrid.api_key"), "{message}");
+    assert!(
+        message.contains("HERALD__PROVIDERS__SENDGRID__API_KEY"),
+        "{message}"
+    );
+}
+
+#[test]
+fn check_config_prints_redacted_config() {
+    let output = herald(&["check-config"], &CREDENTIALS);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("[broker]"), "{printed}");
+    assert!(printed.contains("amqp://guest:***@127.0.0.1"), "{printed}");
+    assert!(!printed.contains("SG.cli-test"), "{printed}");
+    assert!(!printed.contains("cli-test-token"), "{printed}");
+    let parsed: toml::Value = toml::from_str(&printed).expect("check-config prints TOML");
+    assert_eq!(parsed["pool"]["workers"].as_integer(), Some(256));
+}
+
+#[test]
+fn unknown_subcommand_exits_2() {
+    let output = herald(&["launch"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+}

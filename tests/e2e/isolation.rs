@@ -1,0 +1,188 @@
+//! A failing channel never cancels or delays the job's other channels.
+
+use std::time::Duration;
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::*;
+
+const JOBS: u64 = 5;
+
+#[tokio::test]
+async fn permanent_failure_spares_siblings() {
+    let topology = Topology::new("permanent-failure");
+    let providers = Providers::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+        )))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21211,
+            "message": "The 'To' number is not a valid phone number.",
+            "more_info": "https://www.twilio.com/docs/errors/21211",
+            "status": 400
+        })))
+        .mount(&providers.twilio)
+        .await;
+    providers.accept_all().await;
+    let mut env = topology.env();
+    env.extend(providers.env());
+    let herald = RunningHerald::start(env).await;
+
+    let jobs: Vec<_> = (0..JOBS)
+        .map(|i| job(&format!("permanent-{i}"), i, &["email", "sms", "push"]))
+        .collect();
+    topology.publish_jobs(&jobs).await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "partial")],
+            JOBS as f64,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    assert_eq!(providers.email_requests().await.len(), JOBS as usize);
+    assert_eq!(providers.push_requests().await.len(), JOBS as usize);
+    assert_eq!(
+        providers.sms_requests().await.len(),
+        JOBS as usize,
+        "a permanent failure is not retried"
+    );
+
+    let metrics = herald.metrics().await;
+    let sends = |channel, outcome| {
+        metric_value(
+            &metrics,
+            "herald_channel_sends_total",
+            &[("channel", channel), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(sends("sms", "permanent"), JOBS as f64);
+    assert_eq!(sends("email", "delivered"), JOBS as f64);
+    assert_eq!(sends("push", "delivered"), JOBS as f64);
+
+    let logs = herald.logs();
+    let failure = log_position(
+        &logs,
+        "channel failed",
+        &[("channel", "sms"), ("job_id", "permanent-0")],
+    )
+    .expect("the SMS failure is logged with its job id");
+    assert_eq!(
+        field(&logs[failure], "error.code").and_then(|v| v.as_str()),
+        Some("21211")
+    );
+    assert_eq!(logs[failure]["recipient_invalid"], true);
+    let recipient = field(&logs[failure], "recipient")
+        .and_then(|v| v.as_str())
+        .unwrap();
+    assert_eq!(recipient, "***00", "recipients are masked in logs");
+
+    assert_eq!(herald.stop().await, 0);
+    assert_eq!(topology.depth(&topology.queue).await, 0);
+    topology.delete().await;
+}
+
+#[tokio::test]
+async fn timeout_spares_siblings() {
+    let topology = Topology::new("timeout");
+    let providers = Providers::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/projects/{FCM_PROJECT}/messages:send")))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&providers.fcm)
+        .await;
+    providers.accept_all().await;
+    let mut env = topology.env();
+    env.extend(providers.env());
+    env.push(env_pair("HERALD__HTTP__REQUEST_TIMEOUT_MS", "600"));
+    env.push(env_pair("HERALD__RETRY__ATTEMPTS", "2"));
+    env.push(env_pair("HERALD__RETRY__BASE_DELAY_MS", "50"));
+    let herald = RunningHerald::start(env).await;
+
+    let jobs: Vec<_> = (0..JOBS)
+        .map(|i| job(&format!("timeout-{i}"), i, &["email", "sms", "push"]))
+        .collect();
+    topology.publish_jobs(&jobs).await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "partial")],
+            JOBS as f64,
+            Duration::from_secs(30),
+        )
+        .await;
+
+    assert_eq!(providers.email_requests().await.len(), JOBS as usize);
+    assert_eq!(providers.sms_requests().await.len(), JOBS as usize);
+    assert_eq!(
+        providers.push_requests().await.len(),
+        2 * JOBS as usize,
+        "each push tried twice"
+    );
+
+    let logs = herald.logs();
+    for i in 0..JOBS {
+        let job_id = format!("timeout-{i}");
+        let email = log_position(
+            &logs,
+            "channel delivered",
+            &[("channel", "email"), ("job_id", &job_id)],
+        );
+        let sms = log_position(
+            &logs,
+            "channel delivered",
+            &[("channel", "sms"), ("job_id", &job_id)],
+        );
+        let push = log_position(
+            &logs,
+            "channel failed",
+            &[("channel", "push"), ("job_id", &job_id)],
+        );
+        let push = push.expect("the push timeout is logged");
+        assert!(
+            email.expect("email delivered") < push,
+            "email waited for the push timeout"
+        );
+        assert!(
+            sms.expect("sms delivered") < push,
+            "sms waited for the push timeout"
+        );
+        assert_eq!(
+            field(&logs[push], "error.code").and_then(|v| v.as_str()),
+            Some("timeout")
+        );
+    }
+
+    let metrics = herald.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_channel_sends_total",
+            &[("channel", "push"), ("outcome", "transient")]
+        ),
+        JOBS as f64
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_send_retries_total",
+            &[("channel", "push"), ("reason", "transient")]
+        ),
+        JOBS as f64
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_channel_sends_total",
+            &[("channel", "email"), ("outcome", "delivered")]
+        ),
+        JOBS as f64
+    );
+
+    assert_eq!(herald.stop().await, 0);
+    assert_eq!(topology.depth(&topology.queue).await, 0);
+    topology.delete().await;
+}
