@@ -193,7 +193,7 @@ impl Daemon {
     }
 }
 
-/// Why a broker session ended other than by shutdown.
+/// The reason a broker session ended other than by shutdown.
 struct SessionLost {
     reason: String,
     /// Whether the session got as far as consuming, which resets the reconnection backoff.

@@ -11,7 +11,7 @@ use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::retry::{RetryPolicy, send_with_retries};
 use crate::routes::Routes;
 
-/// How one channel of a job ended.
+/// The final outcome of one channel of a job.
 #[derive(Debug)]
 pub enum ChannelOutcome {
     Delivered(Delivered),

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::handler::JobHandler;
 use crate::shutdown::Shutdown;
 
-/// Why consuming stopped.
+/// The reason consuming stopped.
 #[derive(Debug)]
 pub enum ConsumeEnd {
     /// Shutdown began.

@@ -1,4 +1,4 @@
-//! Which provider sends each channel, with that provider's limits.
+//! Routes: the provider that sends each channel, with that provider's limits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

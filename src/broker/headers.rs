@@ -16,7 +16,7 @@ pub const FAILED_AT: &str = "x-herald-failed-at";
 /// The queue the message was consumed from.
 pub const SOURCE_QUEUE: &str = "x-herald-source-queue";
 
-/// Longest error description kept in a header, in bytes.
+/// Maximum length of the error description kept in a header, in bytes.
 const MAX_ERROR_BYTES: usize = 1024;
 
 /// Builds the headers of a dead-lettered copy: the original headers plus Herald's own.

@@ -1,8 +1,8 @@
 //! RabbitMQ: connections, topology, the consumer and confirmed publishing.
 //!
 //! Herald opens two connections: one to consume and acknowledge, one to publish. RabbitMQ
-//! blocks a connection that publishes while the broker is short of memory or disk; keeping
-//! acknowledgements on another connection means such a block never stalls them.
+//! blocks a connection that publishes while the broker is short of memory or disk, so
+//! acknowledgements go over the other connection, where such a block cannot stall them.
 
 mod consumer;
 pub mod headers;

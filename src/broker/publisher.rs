@@ -8,7 +8,7 @@ use lapin::{BasicProperties, Channel, Connection};
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
-/// Why a publish was not confirmed.
+/// The reason a publish was not confirmed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("publish failed: {0}")]

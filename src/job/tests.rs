@@ -258,7 +258,8 @@ fn device_token_mask_is_stable() {
     let other = DeviceToken::parse("t", "abd").unwrap().to_string();
     assert_eq!(first, second);
     assert_ne!(first, other);
-    assert!(first.starts_with("tok:") && first.len() == 12, "{first}");
+    assert!(first.starts_with("tok:"), "{first}");
+    assert_eq!(first.len(), 12, "{first}");
 }
 
 #[test]

@@ -209,7 +209,7 @@ pub fn env_pair(key: &str, value: &str) -> (String, String) {
     (key.to_owned(), value.to_owned())
 }
 
-/// Mock servers for the three providers, answering success by default.
+/// Mock servers for the three providers, which return success replies by default.
 pub struct Providers {
     pub sendgrid: MockServer,
     pub twilio: MockServer,
@@ -327,7 +327,7 @@ impl Providers {
     }
 }
 
-/// A job requesting `channels` with recipients derived from `index`.
+/// Builds a job requesting `channels`, with recipients derived from `index`.
 pub fn job(id: &str, index: u64, channels: &[&str]) -> serde_json::Value {
     let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
     herald::publish::example_job(id, index, &channels)

@@ -65,8 +65,8 @@ async fn throttled_provider_does_not_stall_others() {
     topology.delete().await;
 }
 
-/// A mock provider that enforces a token bucket itself and answers 429 when a request
-/// arrives above the limit, as a provider with that limit would.
+/// A mock provider that enforces a token bucket itself and returns 429 for a request above
+/// the limit, as a provider with that limit would.
 struct BucketResponder {
     interval: Duration,
     burst: u32,

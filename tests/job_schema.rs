@@ -1,0 +1,119 @@
+//! The published JSON Schema and Herald's own validation agree on a table of jobs, so the
+//! schema producers validate against cannot drift from what Herald accepts.
+
+use herald::job::{DEFAULT_MAX_JOB_BYTES, Job};
+use serde_json::{Value, json};
+
+fn schema() -> jsonschema::Validator {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/job.schema.json"))
+            .expect("docs/job.schema.json is readable");
+    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the schema compiles")
+}
+
+fn base() -> Value {
+    json!({
+        "id": "welcome-42",
+        "expires_at": "2026-12-31T23:59:59Z",
+        "channels": {
+            "email": {"to": "ada@example.com", "subject": "Welcome", "text": "Hi Ada", "html": "<p>Hi Ada</p>"},
+            "sms": {"to": "+15555550123", "body": "Your code is 1234"},
+            "push": {"token": "device-token", "title": "Welcome", "body": "Hi Ada", "data": {"screen": "home"}}
+        }
+    })
+}
+
+fn with(pointer: &str, value: Value) -> Value {
+    let mut job = base();
+    *job.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer}")) = value;
+    job
+}
+
+fn without(parent: &str, key: &str) -> Value {
+    let mut job = base();
+    job.pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(key);
+    job
+}
+
+fn accepted_by_herald(job: &Value) -> bool {
+    Job::parse(job.to_string().as_bytes(), DEFAULT_MAX_JOB_BYTES).is_ok()
+}
+
+#[test]
+fn schema_accepts_valid_jobs() {
+    let schema = schema();
+    let valid = [
+        base(),
+        without("", "expires_at"),
+        with(
+            "/channels",
+            json!({"sms": {"to": "+15555550123", "body": "hi"}}),
+        ),
+        with(
+            "/channels/email",
+            json!({"to": "ada@example.com", "subject": "Hi", "html": "<b>x</b>"}),
+        ),
+        with("/channels/push", json!({"token": "t", "data": {"k": "v"}})),
+        with("/id", json!("A-z.0_9:x")),
+        {
+            let mut job = base();
+            job["channels"]["carrier_pigeon"] = json!({"to": "roof"});
+            job
+        },
+        {
+            let mut job = base();
+            job["producer_note"] = json!({"anything": [1, 2]});
+            job
+        },
+    ];
+    for job in &valid {
+        assert!(schema.is_valid(job), "schema rejected {job}");
+        assert!(accepted_by_herald(job), "Herald rejected {job}");
+    }
+}
+
+#[test]
+fn schema_rejects_what_herald_rejects() {
+    let schema = schema();
+    let invalid = [
+        without("", "id"),
+        without("", "channels"),
+        with("/id", json!("")),
+        with("/id", json!("has space")),
+        with("/id", json!("x".repeat(129))),
+        with("/id", json!(42)),
+        with("/expires_at", json!("tomorrow")),
+        with("/channels", json!({})),
+        with("/channels/email/to", json!("no-at-sign")),
+        with("/channels/email/to", json!("ada@localhost")),
+        with("/channels/email/subject", json!("  ")),
+        with("/channels/email/subject", json!("a\nb")),
+        with(
+            "/channels/email",
+            json!({"to": "ada@example.com", "subject": "Hi"}),
+        ),
+        with("/channels/sms/to", json!("5555550123")),
+        with("/channels/sms/to", json!("+0123")),
+        with("/channels/sms/body", json!("")),
+        with("/channels/sms/body", json!("x".repeat(1601))),
+        with("/channels/push/token", json!("")),
+        with("/channels/push/token", json!("has space")),
+        with("/channels/push", json!({"token": "t"})),
+        with("/channels/push/data", json!({"count": 3})),
+        with("/channels/push/data", json!({"from": "x"})),
+        with("/channels/push/data", json!({"google.x": "y"})),
+    ];
+    for job in &invalid {
+        assert!(!accepted_by_herald(job), "Herald accepted {job}");
+        assert!(!schema.is_valid(job), "schema accepted {job}");
+    }
+}
