@@ -10,4 +10,5 @@ mod delivery;
 mod isolation;
 mod limits;
 mod poison;
+mod retry;
 mod shutdown;
