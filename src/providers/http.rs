@@ -96,6 +96,16 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Builds a reply with no headers, for classification tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }

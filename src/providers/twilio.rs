@@ -182,16 +182,12 @@ fn classify(reply: &Reply, sensitive: &[&str]) -> SendResult {
 mod tests {
     use std::time::Duration;
 
-    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
 
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: body.as_bytes().to_vec(),
-        }
+        Reply::for_test(status, body)
     }
 
     fn twilio_error(status: u16, code: u32, message: &str) -> Reply {

@@ -8,12 +8,9 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn jobs_reach_providers_in_wire_format() {
-    let topology = Topology::new("wire-format");
-    let providers = Providers::start().await;
-    providers.accept_all().await;
-    let mut env = topology.env();
-    env.extend(providers.env());
-    let herald = RunningHerald::start(env).await;
+    let fixture = Fixture::new("wire-format").await;
+    let (topology, providers) = (&fixture.topology, &fixture.providers);
+    let herald = fixture.start(&[]).await;
 
     let jobs: Vec<_> = (0..3)
         .map(|i| job(&format!("wire-{i}"), i, &["email", "sms", "push"]))

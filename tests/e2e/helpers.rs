@@ -327,6 +327,32 @@ impl Providers {
     }
 }
 
+/// A fresh topology and provider mocks that accept every request. Mocks a test mounts
+/// itself take precedence over the accepting ones.
+pub struct Fixture {
+    pub topology: Topology,
+    pub providers: Providers,
+}
+
+impl Fixture {
+    pub async fn new(test: &str) -> Fixture {
+        let providers = Providers::start().await;
+        providers.accept_all().await;
+        Fixture {
+            topology: Topology::new(test),
+            providers,
+        }
+    }
+
+    /// Starts Herald on this fixture's topology and mocks, with `extra` settings on top.
+    pub async fn start(&self, extra: &[(&str, &str)]) -> RunningHerald {
+        let mut env = self.topology.env();
+        env.extend(self.providers.env());
+        env.extend(extra.iter().map(|(key, value)| env_pair(key, value)));
+        RunningHerald::start(env).await
+    }
+}
+
 /// Builds a job requesting `channels`, with recipients derived from `index`.
 pub fn job(id: &str, index: u64, channels: &[&str]) -> serde_json::Value {
     let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();

@@ -11,8 +11,8 @@ const JOBS: u64 = 5;
 
 #[tokio::test]
 async fn permanent_failure_spares_siblings() {
-    let topology = Topology::new("permanent-failure");
-    let providers = Providers::start().await;
+    let fixture = Fixture::new("permanent-failure").await;
+    let (topology, providers) = (&fixture.topology, &fixture.providers);
     Mock::given(method("POST"))
         .and(path(format!(
             "/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
@@ -25,10 +25,7 @@ async fn permanent_failure_spares_siblings() {
         })))
         .mount(&providers.twilio)
         .await;
-    providers.accept_all().await;
-    let mut env = topology.env();
-    env.extend(providers.env());
-    let herald = RunningHerald::start(env).await;
+    let herald = fixture.start(&[]).await;
 
     let jobs: Vec<_> = (0..JOBS)
         .map(|i| job(&format!("permanent-{i}"), i, &["email", "sms", "push"]))
@@ -87,20 +84,20 @@ async fn permanent_failure_spares_siblings() {
 
 #[tokio::test]
 async fn timeout_spares_siblings() {
-    let topology = Topology::new("timeout");
-    let providers = Providers::start().await;
+    let fixture = Fixture::new("timeout").await;
+    let (topology, providers) = (&fixture.topology, &fixture.providers);
     Mock::given(method("POST"))
         .and(path(format!("/v1/projects/{FCM_PROJECT}/messages:send")))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&providers.fcm)
         .await;
-    providers.accept_all().await;
-    let mut env = topology.env();
-    env.extend(providers.env());
-    env.push(env_pair("HERALD__HTTP__REQUEST_TIMEOUT_MS", "600"));
-    env.push(env_pair("HERALD__RETRY__ATTEMPTS", "2"));
-    env.push(env_pair("HERALD__RETRY__BASE_DELAY_MS", "50"));
-    let herald = RunningHerald::start(env).await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__HTTP__REQUEST_TIMEOUT_MS", "600"),
+            ("HERALD__RETRY__ATTEMPTS", "2"),
+            ("HERALD__RETRY__BASE_DELAY_MS", "50"),
+        ])
+        .await;
 
     let jobs: Vec<_> = (0..JOBS)
         .map(|i| job(&format!("timeout-{i}"), i, &["email", "sms", "push"]))

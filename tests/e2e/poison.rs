@@ -7,12 +7,9 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn poison_jobs_are_dead_lettered() {
-    let topology = Topology::new("poison");
-    let providers = Providers::start().await;
-    providers.accept_all().await;
-    let mut env = topology.env();
-    env.extend(providers.env());
-    let herald = RunningHerald::start(env).await;
+    let fixture = Fixture::new("poison").await;
+    let (topology, providers) = (&fixture.topology, &fixture.providers);
+    let herald = fixture.start(&[]).await;
 
     let ten_megabytes = {
         let padding = "x".repeat(10 * 1024 * 1024);

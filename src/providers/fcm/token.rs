@@ -193,16 +193,11 @@ fn in_token_request(mut error: SendError) -> SendError {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderMap;
 
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: body.as_bytes().to_vec(),
-        }
+        Reply::for_test(status, body)
     }
 
     #[test]
