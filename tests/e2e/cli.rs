@@ -1,5 +1,6 @@
 //! The command line: invalid configuration exits with code 78 and names the key.
 
+use std::io::Write;
 use std::process::Output;
 
 use crate::helpers::*;
@@ -87,4 +88,75 @@ fn check_config_prints_redacted_config() {
 fn unknown_subcommand_exits_2() {
     let output = herald(&["launch"], &[]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn publish_reads_examples_files_and_stdin() {
+    let topology = Topology::new("publish-cli");
+    let env = topology.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    let examples = herald(&["publish", "--example", "--count", "3"], &env);
+    assert_eq!(examples.status.code(), Some(0), "{}", stderr(&examples));
+    assert!(String::from_utf8_lossy(&examples.stdout).contains("published 3 jobs"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.ndjson");
+    let lines: Vec<String> = (0..2)
+        .map(|i| job(&format!("file-{i}"), i, &["sms"]).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let from_file = herald(&["publish", file.to_str().unwrap()], &env);
+    assert_eq!(from_file.status.code(), Some(0), "{}", stderr(&from_file));
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["publish", "-"])
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job("stdin-1", 1, &["email"]).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    assert_eq!(
+        topology.depth(&topology.queue).await,
+        6,
+        "3 examples, 2 from the file, 1 from stdin"
+    );
+    topology.delete().await;
+}
+
+#[tokio::test]
+async fn publish_rejects_invalid_job_unless_told() {
+    let topology = Topology::new("publish-invalid");
+    let env = topology.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"id": "bad phone", "channels": {"sms": {"to": "555", "body": "x"}}}"#,
+    )
+    .unwrap();
+
+    let refused = herald(&["publish", file.to_str().unwrap()], &env);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("job 0 is invalid"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let forced = herald(&["publish", "--no-validate", file.to_str().unwrap()], &env);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    assert_eq!(topology.depth(&topology.queue).await, 1);
+    topology.delete().await;
 }

@@ -12,3 +12,4 @@ mod limits;
 mod poison;
 mod retry;
 mod shutdown;
+mod topology;
