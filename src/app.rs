@@ -16,6 +16,7 @@ use crate::handler::JobHandler;
 use crate::metrics::Metrics;
 use crate::pool::{ConsumeEnd, WorkerPool};
 use crate::providers::http::build_client;
+use crate::redelivery::RedeliveryPolicy;
 use crate::retry::RetryPolicy;
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
@@ -151,14 +152,16 @@ impl Daemon {
         let publisher = Publisher::open(&publish_connection)
             .await
             .map_err(|error| lost("failed to open the publishing channel", error))?;
-        let mut consumer = broker::open_consumer(&consume_connection, config)
+        let delay_tiers = self.settings.retry.delay_tiers();
+        let mut consumer = broker::open_consumer(&consume_connection, config, &delay_tiers)
             .await
             .map_err(|error| lost("failed to start consuming", error))?;
         self.metrics.set_consuming(true);
 
         let handler = Arc::new(JobHandler {
             routes: self.routes.clone(),
-            policy: RetryPolicy::from(&self.settings.retry),
+            policy: RetryPolicy::new(&self.settings.retry, &self.settings.limits),
+            redelivery: RedeliveryPolicy::new(&self.settings.retry),
             metrics: self.metrics.clone(),
             publisher,
             broker: config.clone(),

@@ -1,25 +1,32 @@
 //! One delivery from parse to settlement.
 //!
-//! A valid job is fanned out and acknowledged once every channel has an outcome. A body that
-//! fails validation is a poison job: a copy goes to the dead-letter exchange with the reason
-//! in its headers and the original is acknowledged, so it is neither lost nor redelivered
-//! forever. If that copy cannot be published, the delivery is rejected without requeueing,
-//! and the work queue's own dead-letter exchange keeps it.
+//! A valid job is fanned out. Each channel that did not succeed is then published on its own,
+//! to a delay queue for a later retry or to the dead-letter exchange, and only when the
+//! broker has confirmed every such publish is the delivery acknowledged. If one is not
+//! confirmed, the delivery is requeued whole.
+//!
+//! A body that fails validation is a poison job: a copy goes to the dead-letter exchange
+//! with the reason in its headers and the original is acknowledged, so it is neither lost
+//! nor redelivered forever. If that copy cannot be published, the delivery is rejected
+//! without requeueing, and the work queue's own dead-letter exchange keeps it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use chrono::Utc;
 use futures::FutureExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::broker::{Publisher, headers};
+use crate::broker::{PublishError, Publisher, headers};
 use crate::config::BrokerConfig;
-use crate::fanout::{fan_out, job_outcome};
+use crate::fanout::{ChannelOutcome, ChannelReport, fan_out, job_outcome};
 use crate::job::{self, Job, JobError};
 use crate::metrics::Metrics;
-use crate::retry::RetryPolicy;
+use crate::redelivery::{FollowUp, RedeliveryPolicy, single_channel_body};
+use crate::retry::{DEFERRED, RetryPolicy};
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
 
@@ -27,6 +34,7 @@ use crate::shutdown::Shutdown;
 pub struct JobHandler {
     pub routes: Arc<Routes>,
     pub policy: RetryPolicy,
+    pub redelivery: RedeliveryPolicy,
     pub metrics: Arc<Metrics>,
     pub publisher: Publisher,
     pub broker: BrokerConfig,
@@ -43,6 +51,7 @@ impl JobHandler {
             result = work => {
                 if result.is_err() {
                     error!(delivery_tag = tag, "job handler panicked; dead-lettering the delivery");
+                    self.metrics.dead_lettered("none", "handler_panic");
                     let settled = self.dead_letter(&delivery, "handler_panic", "the job handler panicked", None).await;
                     self.count_settlement(settled, "failed");
                 }
@@ -60,12 +69,24 @@ impl JobHandler {
             Err(error) => return self.reject_poison(delivery, &error).await,
         };
 
-        let span = info_span!("job", job_id = %job.id, delivery_tag = delivery.delivery_tag, redelivered = delivery.redelivered);
+        let original_headers = delivery.properties.headers().as_ref();
+        let round = headers::number(original_headers, headers::ATTEMPT)
+            .and_then(|round| u32::try_from(round).ok())
+            .filter(|round| *round >= 1)
+            .unwrap_or(1);
+        let span = info_span!("job", job_id = %job.id, delivery_tag = delivery.delivery_tag, redelivered = delivery.redelivered, attempt = round);
         async {
             debug!(channels = job.channels.len(), "job received");
             let reports = fan_out(&job, &self.routes, &self.policy, &self.metrics).await;
             let outcome = job_outcome(&reports);
-            let settled = self.ack(delivery).await;
+            let settled = match self.publish_follow_ups(delivery, job.id.as_str(), round, &reports).await {
+                Ok(()) => self.ack(delivery).await,
+                Err(error) => {
+                    error!(error.message = %error, "failed to publish a retry or dead letter; requeueing the job");
+                    self.requeue(delivery).await;
+                    false
+                }
+            };
             if settled {
                 info!(outcome, "job settled");
             }
@@ -73,6 +94,105 @@ impl JobHandler {
         }
         .instrument(span)
         .await;
+    }
+
+    /// Publishes, confirmed, the follow-up of every channel that needs one: a delayed retry
+    /// or a dead letter, each carrying that channel alone.
+    async fn publish_follow_ups(
+        &self,
+        delivery: &Delivery,
+        job_id: &str,
+        round: u32,
+        reports: &[ChannelReport],
+    ) -> Result<(), PublishError> {
+        let plans: Vec<(&ChannelReport, FollowUp)> = reports
+            .iter()
+            .filter_map(|report| Some((report, self.redelivery.follow_up(report, round)?)))
+            .collect();
+        if plans.is_empty() {
+            return Ok(());
+        }
+
+        let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap_or_default();
+        let original = delivery.properties.headers().as_ref();
+        let now = Utc::now().to_rfc3339();
+        let first_failure =
+            headers::text(original, headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone());
+        let publishes = plans.into_iter().map(|(report, follow_up)| {
+            let mut table = failure_headers(original, report, &first_failure, &now);
+            let body = single_channel_body(&body, &report.channel);
+            async move {
+                match follow_up {
+                    FollowUp::Retry {
+                        tier_secs,
+                        round: next_round,
+                    } => {
+                        self.publish_retry(report, table, &body, tier_secs, next_round)
+                            .await
+                    }
+                    FollowUp::DeadLetter { reason } => {
+                        headers::set_text(&mut table, headers::REASON, reason);
+                        headers::set_number(&mut table, headers::ATTEMPTS, i64::from(round));
+                        headers::set_text(&mut table, headers::JOB_ID, job_id);
+                        headers::set_text(&mut table, headers::SOURCE_QUEUE, &self.broker.queue);
+                        self.publish_channel_dead_letter(report, table, &body, reason)
+                            .await
+                    }
+                }
+            }
+        });
+        futures::future::join_all(publishes)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn publish_retry(
+        &self,
+        report: &ChannelReport,
+        mut table: FieldTable,
+        body: &[u8],
+        tier_secs: u64,
+        next_round: u32,
+    ) -> Result<(), PublishError> {
+        headers::set_number(&mut table, headers::ATTEMPT, i64::from(next_round));
+        let queue = self.broker.delay_queue(tier_secs);
+        self.publisher
+            .publish(
+                &self.broker.delay_exchange,
+                &queue,
+                body,
+                table,
+                "application/json",
+            )
+            .await?;
+        let provider = report.provider.as_deref().unwrap_or("none");
+        let reason = retry_reason(&report.outcome);
+        self.metrics
+            .delayed_retry(&report.channel, provider, reason);
+        info!(channel = %report.channel, provider, reason, delay_secs = tier_secs, next_attempt = next_round, "channel scheduled for a delayed retry");
+        Ok(())
+    }
+
+    async fn publish_channel_dead_letter(
+        &self,
+        report: &ChannelReport,
+        table: FieldTable,
+        body: &[u8],
+        reason: &str,
+    ) -> Result<(), PublishError> {
+        self.publisher
+            .publish(
+                &self.broker.dead_letter_exchange,
+                &self.broker.queue,
+                body,
+                table,
+                "application/json",
+            )
+            .await?;
+        self.metrics.dead_lettered(&report.channel, reason);
+        warn!(channel = %report.channel, provider = report.provider.as_deref(), reason, "channel dead-lettered");
+        Ok(())
     }
 
     async fn reject_poison(&self, delivery: &Delivery, error: &JobError) {
@@ -85,6 +205,7 @@ impl JobHandler {
             "poison job; dead-lettering it"
         );
         self.metrics.poison_job(error.reason());
+        self.metrics.dead_lettered("none", error.reason());
         let id = job_id.as_ref().map(|id| id.as_str());
         let settled = self
             .dead_letter(delivery, error.reason(), &error.to_string(), id)
@@ -150,6 +271,16 @@ impl JobHandler {
         }
     }
 
+    async fn requeue(&self, delivery: &Delivery) {
+        let options = BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        };
+        if let Err(error) = delivery.nack(options).await {
+            error!(delivery_tag = delivery.delivery_tag, error.message = %error, "failed to requeue; RabbitMQ will redeliver the job when the channel closes");
+        }
+    }
+
     async fn reject(&self, delivery: &Delivery) -> bool {
         let options = BasicRejectOptions { requeue: false };
         match delivery.reject(options).await {
@@ -159,5 +290,44 @@ impl JobHandler {
                 false
             }
         }
+    }
+}
+
+/// Builds the headers of a channel's follow-up: the original headers without the broker's
+/// dead-letter bookkeeping, plus the channel, provider and failure details.
+fn failure_headers(
+    original: Option<&FieldTable>,
+    report: &ChannelReport,
+    first_failure: &str,
+    now: &str,
+) -> FieldTable {
+    let mut table = headers::republished(original);
+    headers::set_text(&mut table, headers::CHANNEL, &report.channel);
+    headers::set_text(&mut table, headers::FIRST_FAILURE_AT, first_failure);
+    headers::set_text(&mut table, headers::LAST_FAILURE_AT, now);
+    if let Some(provider) = &report.provider {
+        headers::set_text(&mut table, headers::PROVIDER, provider);
+    }
+    match &report.outcome {
+        ChannelOutcome::Failed(error) => {
+            headers::set_error(&mut table, &error.message);
+            if let Some(code) = &error.code {
+                headers::set_text(&mut table, headers::ERROR_CODE, code);
+            }
+            if let Some(status) = error.status {
+                headers::set_number(&mut table, headers::HTTP_STATUS, i64::from(status));
+            }
+        }
+        other => headers::set_error(&mut table, other.label()),
+    }
+    table
+}
+
+/// Returns the `reason` label of a delayed retry.
+fn retry_reason(outcome: &ChannelOutcome) -> &'static str {
+    match outcome {
+        ChannelOutcome::Failed(error) if error.code.as_deref() == Some(DEFERRED) => "deferred",
+        ChannelOutcome::Failed(error) => error.class.as_str(),
+        _ => "transient",
     }
 }

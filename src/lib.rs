@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod pool;
 pub mod providers;
 pub mod publish;
+pub mod redelivery;
 pub mod retry;
 pub mod routes;
 pub mod sandbox;

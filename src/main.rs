@@ -99,7 +99,8 @@ async fn publish_jobs(args: PublishArgs, settings: Settings) -> ExitCode {
     if let Err(error) = checked {
         return fail(&error);
     }
-    match publish::publish_bodies(&settings.broker, &bodies).await {
+    let delay_tiers = settings.retry.delay_tiers();
+    match publish::publish_bodies(&settings.broker, &delay_tiers, &bodies).await {
         Ok(count) => {
             println!(
                 "published {count} jobs to exchange {} with routing key {}",

@@ -43,6 +43,12 @@ const REQUEST_RESULTS: [&str; 5] = [
     "credentials",
 ];
 
+/// Values of the `reason` label of `herald_delayed_retries_total`.
+const DELAYED_RETRY_REASONS: [&str; 3] = ["transient", "rate_limited", "deferred"];
+/// Values of the `reason` label of `herald_dead_letters_total` for one channel. Whole jobs
+/// are dead-lettered with channel `none` and a poison reason or `handler_panic`.
+const CHANNEL_DEAD_LETTER_REASONS: [&str; 3] = ["permanent", "credentials", "exhausted"];
+
 /// Herald's metrics, registered in their own registry.
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +59,8 @@ pub struct Metrics {
     provider_requests: IntCounterVec,
     provider_request_duration: HistogramVec,
     send_retries: IntCounterVec,
+    delayed_retries: IntCounterVec,
+    dead_letters: IntCounterVec,
     rate_limit_wait: HistogramVec,
     provider_in_flight: IntGaugeVec,
     jobs_in_flight: IntGauge,
@@ -99,6 +107,16 @@ impl Metrics {
                 "Attempts repeated after a failed one, by channel, provider and the failure's class.",
                 &["channel", "provider", "reason"],
             ),
+            delayed_retries: counter_vec(
+                "herald_delayed_retries_total",
+                "Channels published to a delay queue for a later delivery, by channel, provider and reason: transient, rate_limited, deferred.",
+                &["channel", "provider", "reason"],
+            ),
+            dead_letters: counter_vec(
+                "herald_dead_letters_total",
+                "Messages published to the dead-letter exchange, by channel (none for whole jobs) and reason.",
+                &["channel", "reason"],
+            ),
             rate_limit_wait: histogram_vec(
                 "herald_rate_limit_wait_seconds",
                 "Time a send waited for its provider's rate-limit permit.",
@@ -130,6 +148,7 @@ impl Metrics {
         }
         for reason in POISON_REASONS {
             metrics.poison_jobs.with_label_values(&[reason]);
+            metrics.dead_letters.with_label_values(&["none", reason]);
         }
         metrics
     }
@@ -149,6 +168,13 @@ impl Metrics {
             self.send_retries
                 .with_label_values(&[channel, provider, reason]);
         }
+        for reason in DELAYED_RETRY_REASONS {
+            self.delayed_retries
+                .with_label_values(&[channel, provider, reason]);
+        }
+        for reason in CHANNEL_DEAD_LETTER_REASONS {
+            self.dead_letters.with_label_values(&[channel, reason]);
+        }
         self.provider_request_duration
             .with_label_values(&[provider]);
         self.rate_limit_wait.with_label_values(&[provider]);
@@ -156,7 +182,9 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(self.delayed_retries.clone()),
+            Box::new(self.dead_letters.clone()),
             Box::new(self.jobs_received.clone()),
             Box::new(self.jobs_completed.clone()),
             Box::new(self.poison_jobs.clone()),
@@ -225,6 +253,18 @@ impl Metrics {
     pub fn send_retry(&self, channel: &str, provider: &str, reason: &str) {
         self.send_retries
             .with_label_values(&[channel, provider, reason])
+            .inc();
+    }
+
+    pub fn delayed_retry(&self, channel: &str, provider: &str, reason: &str) {
+        self.delayed_retries
+            .with_label_values(&[channel, provider, reason])
+            .inc();
+    }
+
+    pub fn dead_lettered(&self, channel: &str, reason: &str) {
+        self.dead_letters
+            .with_label_values(&[channel, reason])
             .inc();
     }
 

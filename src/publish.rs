@@ -130,6 +130,7 @@ pub fn check_bodies(bodies: &[Vec<u8>], config: &BrokerConfig) -> Result<(), Pub
 /// Returns the number published.
 pub async fn publish_bodies(
     config: &BrokerConfig,
+    delay_tiers: &[u64],
     bodies: &[Vec<u8>],
 ) -> Result<usize, PublishCommandError> {
     let connection = broker::connect(config, "publish-cli")
@@ -139,7 +140,7 @@ pub async fn publish_bodies(
         .await
         .map_err(PublishCommandError::Connect)?;
     if config.declare_topology {
-        broker::declare(publisher.channel(), config)
+        broker::declare(publisher.channel(), config, delay_tiers)
             .await
             .map_err(PublishCommandError::Connect)?;
     }

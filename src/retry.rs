@@ -9,10 +9,13 @@ use rand::Rng;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::config::RetryConfig;
+use crate::config::{LimitsConfig, RetryConfig};
 use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::routes::Route;
+
+/// Error code of a channel deferred because its rate-limit permit was too far away.
+pub const DEFERRED: &str = "deferred";
 
 /// How often and how long to retry in place.
 #[derive(Debug, Clone)]
@@ -21,15 +24,21 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     pub max_delay: Duration,
     pub max_retry_after: Duration,
+    /// Longest wait for a rate-limit permit before the channel is deferred.
+    pub max_permit_wait: Duration,
+    /// Longest provider pause a 429 can impose on the whole provider.
+    pub max_pause: Duration,
 }
 
-impl From<&RetryConfig> for RetryPolicy {
-    fn from(config: &RetryConfig) -> Self {
+impl RetryPolicy {
+    pub fn new(retry: &RetryConfig, limits: &LimitsConfig) -> RetryPolicy {
         RetryPolicy {
-            attempts: config.attempts,
-            base_delay: config.base_delay(),
-            max_delay: config.max_delay(),
-            max_retry_after: config.max_retry_after(),
+            attempts: retry.in_place_attempts,
+            base_delay: retry.base_delay(),
+            max_delay: retry.max_delay(),
+            max_retry_after: retry.max_retry_after(),
+            max_permit_wait: limits.max_permit_wait(),
+            max_pause: Duration::from_secs(retry.max_redelivery_retry_after_secs),
         }
     }
 }
@@ -75,7 +84,9 @@ pub struct AttemptsOutcome {
 /// Sends `request` through `route`, retrying in place as `policy` allows.
 ///
 /// A credentials failure drops the cached credentials and retries once without using up an
-/// attempt; a second one in a row is final.
+/// attempt; a second one in a row is final. A rate-limited reply with a hint pauses the whole
+/// provider for that long. A permit that cannot be had within `max_permit_wait` ends the
+/// attempts with a rate-limited error coded [`DEFERRED`], which sent nothing.
 pub async fn send_with_retries(
     route: &Route,
     policy: &RetryPolicy,
@@ -89,8 +100,28 @@ pub async fn send_with_retries(
     let mut refreshed_credentials = false;
 
     loop {
+        let permit = match route.limits.acquire(policy.max_permit_wait).await {
+            Ok(permit) => permit,
+            Err(deferred) => {
+                warn!(
+                    channel,
+                    provider,
+                    wait_ms = deferred.wait.as_millis() as u64,
+                    "rate-limit permit too far away; deferring the channel"
+                );
+                let error = SendError::new(
+                    ErrorClass::RateLimited,
+                    "rate-limit permit wait exceeds limits.max_permit_wait_secs",
+                )
+                .with_code(DEFERRED)
+                .with_retry_after(Some(deferred.wait));
+                return AttemptsOutcome {
+                    result: Err(error),
+                    attempts,
+                };
+            }
+        };
         attempts += 1;
-        let permit = route.limits.acquire().await;
         let started = Instant::now();
         let result = route.provider.send(request).await;
         drop(permit);
@@ -134,6 +165,10 @@ pub async fn send_with_retries(
             continue;
         }
 
+        if let (ErrorClass::RateLimited, Some(hint)) = (error.class, error.retry_after) {
+            route.limits.pause(hint.min(policy.max_pause));
+        }
+
         failed += 1;
         let delay = match policy.delay_after(&error, failed) {
             Some(delay) if failed < policy.attempts => delay,
@@ -165,6 +200,8 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(1000),
             max_retry_after: Duration::from_secs(30),
+            max_permit_wait: Duration::from_secs(10),
+            max_pause: Duration::from_secs(3600),
         }
     }
 

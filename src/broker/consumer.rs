@@ -18,10 +18,11 @@ pub struct JobConsumer {
 pub async fn open_consumer(
     connection: &Connection,
     config: &BrokerConfig,
+    delay_tiers: &[u64],
 ) -> Result<JobConsumer, lapin::Error> {
     let channel = connection.create_channel().await?;
     if config.declare_topology {
-        topology::declare(&channel, config).await?;
+        topology::declare(&channel, config, delay_tiers).await?;
     }
     channel
         .basic_qos(config.prefetch, BasicQosOptions { global: false })

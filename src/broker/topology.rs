@@ -8,12 +8,17 @@ use lapin::{Channel, ExchangeKind};
 use super::headers::insert_text;
 use crate::config::{BrokerConfig, QueueType};
 
-/// Declares the work exchange and queue and the dead-letter exchange and queue.
+/// Declares the work exchange and queue, the dead-letter exchange and queue, and the delay
+/// exchange with one queue per delay tier.
 ///
 /// The work queue dead-letters to the dead-letter exchange. On a quorum queue it also
 /// carries a delivery limit, and dead-letters at least once: RabbitMQ keeps a message until
 /// the dead-letter queue has confirmed it, which needs `reject-publish` overflow.
-pub async fn declare(channel: &Channel, config: &BrokerConfig) -> Result<(), lapin::Error> {
+pub async fn declare(
+    channel: &Channel,
+    config: &BrokerConfig,
+    delay_tiers: &[u64],
+) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -70,12 +75,71 @@ pub async fn declare(channel: &Channel, config: &BrokerConfig) -> Result<(), lap
         )
         .await?;
 
+    declare_delay_queues(channel, config, delay_tiers).await?;
+
     tracing::info!(
         exchange = %config.exchange,
         queue = %config.queue,
         dead_letter_queue = %config.dead_letter_queue,
         "declared topology"
     );
+    Ok(())
+}
+
+/// Declares the delay exchange and a queue per tier. A message waits in its tier's queue
+/// for the tier's TTL, then RabbitMQ dead-letters it to the work exchange with the work
+/// routing key, which makes it a new delivery of the work queue.
+async fn declare_delay_queues(
+    channel: &Channel,
+    config: &BrokerConfig,
+    delay_tiers: &[u64],
+) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            config.delay_exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    for &seconds in delay_tiers {
+        let queue = config.delay_queue(seconds);
+        let mut arguments = queue_type_arguments(config.queue_type);
+        arguments.insert(
+            ShortString::from("x-message-ttl"),
+            AMQPValue::LongLongInt(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        );
+        insert_text(&mut arguments, "x-dead-letter-exchange", &config.exchange);
+        insert_text(
+            &mut arguments,
+            "x-dead-letter-routing-key",
+            &config.routing_key,
+        );
+        if config.queue_type == QueueType::Quorum {
+            insert_text(&mut arguments, "x-dead-letter-strategy", "at-least-once");
+            insert_text(&mut arguments, "x-overflow", "reject-publish");
+        }
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                config.delay_exchange.as_str().into(),
+                queue.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -25,6 +25,8 @@ pub struct BrokerConfig {
     pub delivery_limit: u32,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    pub delay_exchange: String,
+    pub delay_queue_prefix: String,
     pub max_job_bytes: usize,
 }
 
@@ -42,6 +44,12 @@ impl BrokerConfig {
 
     pub fn reconnect_max_backoff(&self) -> Duration {
         Duration::from_secs(self.reconnect_max_backoff_secs)
+    }
+
+    /// Returns the name of the delay queue for `seconds`, such as `herald.delay.5s`. It is
+    /// also the routing key that binds it to the delay exchange.
+    pub fn delay_queue(&self, seconds: u64) -> String {
+        format!("{}.{seconds}s", self.delay_queue_prefix)
     }
 
     /// Returns the URL with the heartbeat and connection timeout added as query parameters,
@@ -82,6 +90,8 @@ impl BrokerConfig {
             ("broker.queue", &self.queue),
             ("broker.dead_letter_exchange", &self.dead_letter_exchange),
             ("broker.dead_letter_queue", &self.dead_letter_queue),
+            ("broker.delay_exchange", &self.delay_exchange),
+            ("broker.delay_queue_prefix", &self.delay_queue_prefix),
         ] {
             if value.is_empty() || value.len() > 255 {
                 return Err(ConfigError::invalid(key, "must be 1 to 255 bytes long"));
@@ -133,10 +143,16 @@ impl PoolConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    pub attempts: u32,
+    pub in_place_attempts: u32,
     pub base_delay_ms: u64,
     pub max_delay_ms: u64,
     pub max_retry_after_secs: u64,
+    pub max_attempts: u32,
+    pub redelivery_base_delay_secs: u64,
+    pub redelivery_max_delay_secs: u64,
+    pub max_redelivery_retry_after_secs: u64,
+    #[serde(deserialize_with = "numbers_list")]
+    pub delay_tiers_secs: Vec<u64>,
 }
 
 impl RetryConfig {
@@ -152,12 +168,33 @@ impl RetryConfig {
         Duration::from_secs(self.max_retry_after_secs)
     }
 
+    /// Returns the delay tiers, shortest first, without duplicates.
+    pub fn delay_tiers(&self) -> Vec<u64> {
+        let mut tiers = self.delay_tiers_secs.clone();
+        tiers.sort_unstable();
+        tiers.dedup();
+        tiers
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        positive("retry.attempts", u64::from(self.attempts))?;
+        positive("retry.in_place_attempts", u64::from(self.in_place_attempts))?;
+        positive("retry.max_attempts", u64::from(self.max_attempts))?;
         if self.max_delay_ms < self.base_delay_ms {
             return Err(ConfigError::invalid(
                 "retry.max_delay_ms",
                 "must be at least retry.base_delay_ms",
+            ));
+        }
+        if self.redelivery_max_delay_secs < self.redelivery_base_delay_secs {
+            return Err(ConfigError::invalid(
+                "retry.redelivery_max_delay_secs",
+                "must be at least retry.redelivery_base_delay_secs",
+            ));
+        }
+        if self.delay_tiers_secs.is_empty() || self.delay_tiers_secs.contains(&0) {
+            return Err(ConfigError::invalid(
+                "retry.delay_tiers_secs",
+                "must list at least one delay, each greater than 0",
             ));
         }
         Ok(())
@@ -168,11 +205,16 @@ impl RetryConfig {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub jitter_ms: u64,
+    pub max_permit_wait_secs: u64,
 }
 
 impl LimitsConfig {
     pub fn jitter(&self) -> Duration {
         Duration::from_millis(self.jitter_ms)
+    }
+
+    pub fn max_permit_wait(&self) -> Duration {
+        Duration::from_secs(self.max_permit_wait_secs)
     }
 }
 
@@ -296,6 +338,30 @@ fn names_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<S
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .collect())
+}
+
+/// Accepts a TOML list of whole numbers or, as environment variables give it, one
+/// comma-separated string.
+fn numbers_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Numbers {
+        List(Vec<u64>),
+        Text(String),
+    }
+    match Numbers::deserialize(deserializer)? {
+        Numbers::List(numbers) => Ok(numbers),
+        Numbers::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                part.parse::<u64>().map_err(|_| {
+                    serde::de::Error::custom(format!("{part:?} is not a whole number of seconds"))
+                })
+            })
+            .collect(),
+    }
 }
 
 pub(super) fn positive(key: &str, value: u64) -> Result<(), ConfigError> {

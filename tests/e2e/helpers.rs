@@ -46,7 +46,12 @@ pub struct Topology {
     pub queue: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    pub delay_exchange: String,
+    pub delay_queue_prefix: String,
 }
+
+/// Delay tiers of test runs, in seconds: short, so delayed retries come back quickly.
+pub const DELAY_TIERS: [u64; 2] = [1, 2];
 
 impl Topology {
     pub fn new(test: &str) -> Topology {
@@ -60,7 +65,23 @@ impl Topology {
             queue: format!("{prefix}.jobs"),
             dead_letter_exchange: format!("{prefix}.dead-exchange"),
             dead_letter_queue: format!("{prefix}.dead"),
+            delay_exchange: format!("{prefix}.delay-exchange"),
+            delay_queue_prefix: format!("{prefix}.delay"),
         }
+    }
+
+    /// Returns the delay queue of `seconds`.
+    pub fn delay_queue(&self, seconds: u64) -> String {
+        format!("{}.{seconds}s", self.delay_queue_prefix)
+    }
+
+    /// Returns the jobs still waiting: ready in the work queue or in a delay queue.
+    pub async fn waiting(&self) -> u32 {
+        let mut total = self.depth(&self.queue).await;
+        for seconds in DELAY_TIERS {
+            total += self.depth(&self.delay_queue(seconds)).await;
+        }
+        total
     }
 
     pub fn env(&self) -> Vec<(String, String)> {
@@ -73,6 +94,15 @@ impl Topology {
                 &self.dead_letter_exchange,
             ),
             env_pair("HERALD__BROKER__DEAD_LETTER_QUEUE", &self.dead_letter_queue),
+            env_pair("HERALD__BROKER__DELAY_EXCHANGE", &self.delay_exchange),
+            env_pair(
+                "HERALD__BROKER__DELAY_QUEUE_PREFIX",
+                &self.delay_queue_prefix,
+            ),
+            env_pair(
+                "HERALD__RETRY__DELAY_TIERS_SECS",
+                &DELAY_TIERS.map(|tier| tier.to_string()).join(","),
+            ),
         ]
     }
 
@@ -167,17 +197,40 @@ impl Topology {
     pub async fn delete(&self) {
         let connection = broker().await;
         let channel = connection.create_channel().await.unwrap();
-        for queue in [&self.queue, &self.dead_letter_queue] {
+        let mut queues = vec![self.queue.clone(), self.dead_letter_queue.clone()];
+        queues.extend(DELAY_TIERS.map(|seconds| self.delay_queue(seconds)));
+        for queue in queues {
             let _ = channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
-        for exchange in [&self.exchange, &self.dead_letter_exchange] {
+        for exchange in [
+            &self.exchange,
+            &self.dead_letter_exchange,
+            &self.delay_exchange,
+        ] {
             let _ = channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
         let _ = connection.close(200, "done".into()).await;
+    }
+}
+
+/// Waits until `expected` jobs wait in the work and delay queues together. Moving between
+/// them takes the broker a moment, so the count is polled.
+pub async fn assert_eventually_waiting(topology: &Topology, expected: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = topology.waiting().await;
+        if waiting == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} jobs wait in the queues, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

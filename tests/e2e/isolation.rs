@@ -79,6 +79,25 @@ async fn permanent_failure_spares_siblings() {
 
     assert_eq!(herald.stop().await, 0);
     assert_eq!(topology.depth(&topology.queue).await, 0);
+    let dead = topology.drain(&topology.dead_letter_queue).await;
+    assert_eq!(
+        dead.len(),
+        JOBS as usize,
+        "each failed SMS is dead-lettered"
+    );
+    for message in &dead {
+        assert_eq!(message.headers["x-herald-reason"], "permanent");
+        assert_eq!(message.headers["x-herald-channel"], "sms");
+        assert_eq!(message.headers["x-herald-provider"], "twilio");
+        assert_eq!(message.headers["x-herald-error-code"], "21211");
+        let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+        let channels: Vec<&String> = body["channels"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            channels,
+            ["sms"],
+            "the dead letter carries the failed channel alone"
+        );
+    }
     topology.delete().await;
 }
 
@@ -94,7 +113,7 @@ async fn timeout_spares_siblings() {
     let herald = fixture
         .start(&[
             ("HERALD__HTTP__REQUEST_TIMEOUT_MS", "600"),
-            ("HERALD__RETRY__ATTEMPTS", "2"),
+            ("HERALD__RETRY__IN_PLACE_ATTEMPTS", "2"),
             ("HERALD__RETRY__BASE_DELAY_MS", "50"),
         ])
         .await;
@@ -179,7 +198,17 @@ async fn timeout_spares_siblings() {
         JOBS as f64
     );
 
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_delayed_retries_total",
+            &[("channel", "push"), ("reason", "transient")]
+        ),
+        JOBS as f64,
+        "each timed-out push is retried later through a delay queue"
+    );
+
     assert_eq!(herald.stop().await, 0);
-    assert_eq!(topology.depth(&topology.queue).await, 0);
+    assert_eventually_waiting(topology, JOBS as u32).await;
     topology.delete().await;
 }
