@@ -8,7 +8,7 @@ values and each file under helm/herald/ci/:
   supported releases (kubernetes-validate, strict: unknown fields fail);
 - custom resources are collected for helm-check-crds.mjs, which validates them against
   the prometheus-operator and KEDA models;
-- herald.toml parses and uses only keys of config/default.toml, holds no inline secret,
+- herald.toml parses, uses only keys of config/default.toml, contains no inline secret
   and agrees with terminationGracePeriodSeconds;
 - every PromQL expression, in alerts and in the dashboard, parses.
 
