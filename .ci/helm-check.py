@@ -214,7 +214,7 @@ def check_config(report: Report, label: str, objects: list[tuple[str, dict]], kn
                 unknown.add(key)
         report.check(not unknown, f"{name}: herald.toml uses only Herald's keys", f"unknown {sorted(unknown)}")
         inline = sorted(k for k in keys if k.split(".")[-1] in INLINE_SECRET_KEYS)
-        report.check(not inline, f"{name}: herald.toml holds no inline secret", f"found {inline}")
+        report.check(not inline, f"{name}: herald.toml contains no inline secret", f"found {inline}")
         grace = rendered["shutdown"]["grace_period_secs"]
         termination = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         report.check(
