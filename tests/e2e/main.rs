@@ -10,6 +10,7 @@ mod delivery;
 mod isolation;
 mod limits;
 mod poison;
+mod redelivery;
 mod retry;
 mod shutdown;
 mod topology;

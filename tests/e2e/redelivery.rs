@@ -1,0 +1,271 @@
+//! Redelivery through the delay queues, dead letters of failed channels, the provider-wide
+//! pause on 429, and deferral of long rate-limit waits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::helpers::*;
+
+fn twilio_path() -> String {
+    format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+}
+
+fn twilio_unavailable() -> ResponseTemplate {
+    ResponseTemplate::new(503).set_body_json(serde_json::json!({
+        "code": 20503, "message": "Service unavailable", "more_info": "https://www.twilio.com/docs/errors/20503", "status": 503
+    }))
+}
+
+#[tokio::test]
+async fn failed_channel_returns_through_delay_queue() {
+    let fixture = Fixture::new("delayed-retry").await;
+    let providers = &fixture.providers;
+    Mock::given(method("POST"))
+        .and(path(twilio_path()))
+        .respond_with(twilio_unavailable())
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&providers.twilio)
+        .await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__RETRY__IN_PLACE_ATTEMPTS", "1"),
+            ("HERALD__RETRY__REDELIVERY_BASE_DELAY_SECS", "1"),
+        ])
+        .await;
+
+    fixture
+        .topology
+        .publish_jobs(&[job("comeback-1", 1, &["email", "sms"])])
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    assert_eq!(
+        providers.email_requests().await.len(),
+        1,
+        "the delivered email is not sent again"
+    );
+    assert_eq!(
+        providers.sms_requests().await.len(),
+        2,
+        "the SMS is tried again on its own"
+    );
+    let logs = herald.logs();
+    let scheduled = log_position(
+        &logs,
+        "channel scheduled for a delayed retry",
+        &[("channel", "sms")],
+    )
+    .expect("the retry is logged");
+    assert_eq!(logs[scheduled]["next_attempt"], 2);
+    let second_round = logs.iter().any(|line| {
+        message(line) == "job settled" && field(line, "attempt") == Some(&serde_json::json!(2))
+    });
+    assert!(
+        second_round,
+        "the SMS came back as attempt 2:\n{}",
+        herald.log_text()
+    );
+
+    assert_eq!(herald.stop().await, 0);
+    assert_eventually_waiting(&fixture.topology, 0).await;
+    assert_eq!(
+        fixture
+            .topology
+            .depth(&fixture.topology.dead_letter_queue)
+            .await,
+        0
+    );
+    fixture.topology.delete().await;
+}
+
+#[tokio::test]
+async fn always_failing_channel_dead_letters_after_max_attempts() {
+    const MAX_ATTEMPTS: usize = 3;
+    let fixture = Fixture::new("exhausted").await;
+    let providers = &fixture.providers;
+    Mock::given(method("POST"))
+        .and(path(twilio_path()))
+        .respond_with(twilio_unavailable())
+        .with_priority(1)
+        .mount(&providers.twilio)
+        .await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__RETRY__IN_PLACE_ATTEMPTS", "1"),
+            ("HERALD__RETRY__MAX_ATTEMPTS", "3"),
+            ("HERALD__RETRY__REDELIVERY_BASE_DELAY_SECS", "1"),
+        ])
+        .await;
+
+    fixture
+        .topology
+        .publish_jobs(&[job("hopeless-1", 1, &["email", "sms"])])
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_dead_letters_total",
+            &[("channel", "sms"), ("reason", "exhausted")],
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+
+    assert_eq!(
+        providers.sms_requests().await.len(),
+        MAX_ATTEMPTS,
+        "one request per delivery"
+    );
+    assert_eq!(providers.email_requests().await.len(), 1);
+    assert_eq!(herald.stop().await, 0);
+
+    let dead = fixture
+        .topology
+        .drain(&fixture.topology.dead_letter_queue)
+        .await;
+    assert_eq!(dead.len(), 1);
+    let headers = &dead[0].headers;
+    assert_eq!(headers["x-herald-reason"], "exhausted");
+    assert_eq!(headers["x-herald-channel"], "sms");
+    assert_eq!(headers["x-herald-error-code"], "20503");
+    assert_eq!(headers["x-herald-job-id"], "hopeless-1");
+    assert!(
+        headers["x-herald-first-failure-at"] < headers["x-herald-last-failure-at"],
+        "{headers:?}"
+    );
+    assert!(
+        !headers.contains_key("x-death"),
+        "the broker's bookkeeping is dropped: {headers:?}"
+    );
+    assert_eventually_waiting(&fixture.topology, 0).await;
+    fixture.topology.delete().await;
+}
+
+/// A provider that answers 429 with `Retry-After` to its first request and records when
+/// every request arrived.
+struct ThrottleOnce {
+    retry_after_secs: u64,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Respond for ThrottleOnce {
+    fn respond(&self, _request: &Request) -> ResponseTemplate {
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.push(Instant::now());
+        if arrivals.len() == 1 {
+            return ResponseTemplate::new(429)
+                .insert_header("Retry-After", self.retry_after_secs.to_string().as_str())
+                .set_body_json(serde_json::json!({"errors": [{"field": null, "message": "too many requests"}]}));
+        }
+        ResponseTemplate::new(202).insert_header("X-Message-Id", "after-pause")
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_reply_pauses_every_worker() {
+    let fixture = Fixture::new("provider-pause").await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(ThrottleOnce {
+            retry_after_secs: 3,
+            arrivals: arrivals.clone(),
+        })
+        .mount(&fixture.providers.sendgrid)
+        .await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__PROVIDERS__SENDGRID__RATE_LIMIT__PER_SECOND", "20"),
+            ("HERALD__PROVIDERS__SENDGRID__RATE_LIMIT__BURST", "1"),
+        ])
+        .await;
+
+    let jobs: Vec<_> = (0..10)
+        .map(|i| job(&format!("paused-{i}"), i, &["email"]))
+        .collect();
+    fixture.topology.publish_jobs(&jobs).await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            10.0,
+            Duration::from_secs(30),
+        )
+        .await;
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 11, "ten sends and one retry");
+    let throttled_at = arrivals[0];
+    let during_pause: Vec<Duration> = arrivals[1..]
+        .iter()
+        .map(|at| *at - throttled_at)
+        .filter(|since| *since < Duration::from_millis(2950))
+        .collect();
+    assert!(
+        during_pause.is_empty(),
+        "requests within the 3 s pause: {during_pause:?}"
+    );
+    assert_eq!(herald.stop().await, 0);
+    fixture.topology.delete().await;
+}
+
+#[tokio::test]
+async fn long_permit_wait_defers_channel() {
+    let fixture = Fixture::new("deferral").await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__PROVIDERS__TWILIO__RATE_LIMIT__PER_SECOND", "2"),
+            ("HERALD__PROVIDERS__TWILIO__RATE_LIMIT__BURST", "1"),
+            ("HERALD__LIMITS__MAX_PERMIT_WAIT_SECS", "1"),
+        ])
+        .await;
+
+    let jobs: Vec<_> = (0..12)
+        .map(|i| job(&format!("deferred-{i}"), i, &["sms"]))
+        .collect();
+    fixture.topology.publish_jobs(&jobs).await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            12.0,
+            Duration::from_secs(40),
+        )
+        .await;
+
+    let metrics = herald.metrics().await;
+    let deferred = metric_value(
+        &metrics,
+        "herald_delayed_retries_total",
+        &[("channel", "sms"), ("reason", "deferred")],
+    );
+    assert!(deferred >= 1.0, "no channel was deferred:\n{metrics}");
+    assert_eq!(
+        fixture.providers.sms_requests().await.len(),
+        12,
+        "each SMS sent exactly once"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_provider_requests_total",
+            &[("provider", "twilio"), ("result", "rate_limited")]
+        ),
+        0.0,
+        "deferral makes no provider request"
+    );
+    assert_eq!(herald.stop().await, 0);
+    assert_eventually_waiting(&fixture.topology, 0).await;
+    fixture.topology.delete().await;
+}
