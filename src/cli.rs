@@ -41,6 +41,37 @@ pub enum Command {
     Publish(PublishArgs),
     /// Serve SendGrid-, Twilio- and FCM-compatible endpoints locally, for demos and benchmarks.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// Inspect or replay the dead-letter queue.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// Count dead-lettered messages by reason, channel, provider and error code.
+    List,
+    /// Move dead-lettered messages back to the work exchange.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Replay only messages with this `x-herald-reason`; repeat for several. Messages that
+    /// the broker dead-lettered without Herald's headers have reason `broker`.
+    #[arg(long = "reason", value_name = "REASON")]
+    pub reasons: Vec<String>,
+
+    /// Replay only messages of this job id.
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+
+    /// Replay at most this many messages.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Messages published per second at most.
+    #[arg(long, default_value_t = 50, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,8 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP server.
 //! - [`shutdown`]: the signal every long-lived task watches.
 //! - [`telemetry`]: logging setup.
-//! - [`cli`] and [`publish`]: the command line and `herald publish`.
+//! - [`cli`], [`publish`] and [`dead_letters`]: the command line, `herald publish` and
+//!   `herald dead`.
 //! - [`sandbox`]: a local server speaking the provider APIs, for demos and benchmarks.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod dead_letters;
 pub mod fanout;
 pub mod handler;
 pub mod job;

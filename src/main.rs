@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use herald::app::Herald;
-use herald::cli::{Cli, Command, EXIT_CONFIG, EXIT_FAILURE, PublishArgs};
+use herald::cli::{Cli, Command, DeadCommand, EXIT_CONFIG, EXIT_FAILURE, PublishArgs};
 use herald::config::Settings;
+use herald::dead_letters::{self, ReplayFilter};
 use herald::shutdown::{Shutdown, termination_signal};
 use herald::{publish, telemetry};
 
@@ -51,6 +52,49 @@ async fn execute(command: Command, settings: Settings) -> ExitCode {
         }
         Command::Publish(args) => publish_jobs(args, settings).await,
         Command::Sandbox(args) => sandbox(args).await,
+        Command::Dead(command) => dead(command, settings).await,
+    }
+}
+
+async fn dead(command: DeadCommand, settings: Settings) -> ExitCode {
+    let broker = &settings.broker;
+    match command {
+        DeadCommand::List => match dead_letters::summarize(broker).await {
+            Ok(counts) => {
+                println!(
+                    "{:<16} {:<8} {:<12} {:<16} {:>8}",
+                    "REASON", "CHANNEL", "PROVIDER", "ERROR CODE", "COUNT"
+                );
+                for (kind, count) in &counts {
+                    println!(
+                        "{:<16} {:<8} {:<12} {:<16} {count:>8}",
+                        kind.reason, kind.channel, kind.provider, kind.error_code
+                    );
+                }
+                println!(
+                    "{} messages in {}",
+                    counts.values().sum::<u64>(),
+                    broker.dead_letter_queue
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        DeadCommand::Replay(args) => {
+            let filter = ReplayFilter {
+                reasons: args.reasons,
+                job_id: args.job_id,
+                limit: args.limit,
+                rate: args.rate,
+            };
+            match dead_letters::replay(broker, &filter).await {
+                Ok(count) => {
+                    println!("replayed {count} messages to exchange {}", broker.exchange);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
     }
 }
 

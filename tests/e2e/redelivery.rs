@@ -269,3 +269,103 @@ async fn long_permit_wait_defers_channel() {
     assert_eventually_waiting(&fixture.topology, 0).await;
     fixture.topology.delete().await;
 }
+
+fn herald_command(args: &[&str], env: &[(String, String)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("failed to run the herald binary")
+}
+
+#[tokio::test]
+async fn replay_resends_only_the_failed_channel() {
+    let fixture = Fixture::new("replay").await;
+    let providers = &fixture.providers;
+    Mock::given(method("POST"))
+        .and(path(twilio_path()))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&providers.twilio)
+        .await;
+    let herald = fixture.start(&[]).await;
+    fixture
+        .topology
+        .publish_jobs(&[job("replay-1", 1, &["email", "sms"])])
+        .await;
+    fixture.topology.publish(&[b"not json".to_vec()]).await;
+    herald
+        .wait_for_metric(
+            "herald_dead_letters_total",
+            &[("channel", "sms"), ("reason", "permanent")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "poison")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    let env = fixture.topology.env();
+    let listed = herald_command(&["dead", "list"], &env);
+    assert_eq!(listed.status.code(), Some(0));
+    let table = String::from_utf8(listed.stdout).unwrap();
+    let permanent = table
+        .lines()
+        .find(|line| line.starts_with("permanent"))
+        .expect(&table);
+    assert!(
+        permanent.contains("sms") && permanent.contains("twilio") && permanent.contains("21610"),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|line| line.starts_with("invalid_json")),
+        "{table}"
+    );
+    assert!(table.contains("2 messages in"), "{table}");
+
+    let replayed = herald_command(&["dead", "replay", "--reason", "permanent"], &env);
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed 1 messages"));
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    assert_eq!(
+        providers.sms_requests().await.len(),
+        2,
+        "rejected once, then replayed"
+    );
+    assert_eq!(
+        providers.email_requests().await.len(),
+        1,
+        "the delivered email is not in the dead letter"
+    );
+    assert_eq!(herald.stop().await, 0);
+    let left = fixture
+        .topology
+        .drain(&fixture.topology.dead_letter_queue)
+        .await;
+    assert_eq!(left.len(), 1, "the poison job stays");
+    assert_eq!(left[0].headers["x-herald-reason"], "invalid_json");
+    fixture.topology.delete().await;
+}
