@@ -297,8 +297,12 @@ impl Topology {
         format!("{}.jobs", self.prefix)
     }
 
-    fn exchanges(&self) -> [String; 2] {
-        [self.prefix.clone(), format!("{}.dead", self.prefix)]
+    fn exchanges(&self) -> [String; 3] {
+        [
+            self.prefix.clone(),
+            format!("{}.dead", self.prefix),
+            format!("{}.delay", self.prefix),
+        ]
     }
 
     /// Returns the broker settings that point Herald at this topology.
@@ -315,6 +319,15 @@ impl Topology {
                 "HERALD__BROKER__DEAD_LETTER_QUEUE",
                 format!("{}.dead", self.prefix),
             ),
+            (
+                "HERALD__BROKER__DELAY_EXCHANGE",
+                format!("{}.delay", self.prefix),
+            ),
+            (
+                "HERALD__BROKER__DELAY_QUEUE_PREFIX",
+                format!("{}.delay", self.prefix),
+            ),
+            ("HERALD__RETRY__DELAY_TIERS_SECS", "5".to_owned()),
             ("HERALD__BROKER__PREFETCH", PREFETCH.to_string()),
         ]
         .into_iter()
@@ -325,7 +338,11 @@ impl Topology {
     async fn delete(&self) -> anyhow::Result<()> {
         let connection = connect().await?;
         let channel = connection.create_channel().await?;
-        for queue in [self.queue(), format!("{}.dead", self.prefix)] {
+        for queue in [
+            self.queue(),
+            format!("{}.dead", self.prefix),
+            format!("{}.delay.5s", self.prefix),
+        ] {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;

@@ -104,4 +104,9 @@ pub struct PublishArgs {
     /// Publish bodies as they are, without validating them as jobs (to test dead-lettering).
     #[arg(long)]
     pub no_validate: bool,
+
+    /// Publish FILE's bytes unchanged as one message, without reading them as JSON (to test
+    /// how Herald handles a body that is not JSON).
+    #[arg(long, requires = "file")]
+    pub raw: bool,
 }

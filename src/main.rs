@@ -130,13 +130,17 @@ async fn run(settings: Settings) -> ExitCode {
 
 async fn publish_jobs(args: PublishArgs, settings: Settings) -> ExitCode {
     let bodies = match &args.file {
+        Some(path) if args.raw => match publish::read_raw(path) {
+            Ok(body) => vec![body],
+            Err(error) => return fail(&error),
+        },
         Some(path) => match publish::read_bodies(path) {
             Ok(bodies) => bodies,
             Err(error) => return fail(&error),
         },
         None => publish::example_bodies(args.count, &args.channels),
     };
-    let checked = match args.no_validate {
+    let checked = match args.no_validate || args.raw {
         true => Ok(()),
         false => publish::check_bodies(&bodies, &settings.broker),
     };
@@ -146,8 +150,9 @@ async fn publish_jobs(args: PublishArgs, settings: Settings) -> ExitCode {
     let delay_tiers = settings.retry.delay_tiers();
     match publish::publish_bodies(&settings.broker, &delay_tiers, &bodies).await {
         Ok(count) => {
+            let noun = if count == 1 { "job" } else { "jobs" };
             println!(
-                "published {count} jobs to exchange {} with routing key {}",
+                "published {count} {noun} to exchange {} with routing key {}",
                 settings.broker.exchange, settings.broker.routing_key
             );
             ExitCode::SUCCESS

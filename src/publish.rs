@@ -33,8 +33,28 @@ pub enum PublishCommandError {
     #[error("failed to connect to RabbitMQ: {0}")]
     Connect(lapin::Error),
 
+    #[error(
+        "failed to declare the topology (set broker.declare_topology = false if the platform owns it): {0}"
+    )]
+    Declare(lapin::Error),
+
     #[error("job {index} was not published: {source}")]
     Publish { index: usize, source: PublishError },
+}
+
+/// Reads `path` (`-` for standard input) as one message body, unchanged.
+pub fn read_raw(path: &Path) -> Result<Vec<u8>, PublishCommandError> {
+    let mut body = Vec::new();
+    let result = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut body).map(drop)
+    } else {
+        std::fs::read(path).map(|bytes| body = bytes)
+    };
+    result.map_err(|source| PublishCommandError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(body)
 }
 
 /// Reads job bodies from `path` (`-` for standard input): one JSON object, a JSON array of
@@ -142,7 +162,7 @@ pub async fn publish_bodies(
     if config.declare_topology {
         broker::declare(publisher.channel(), config, delay_tiers)
             .await
-            .map_err(PublishCommandError::Connect)?;
+            .map_err(PublishCommandError::Declare)?;
     }
 
     for (batch_index, batch) in bodies.chunks(CONFIRM_BATCH).enumerate() {

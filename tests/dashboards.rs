@@ -154,7 +154,12 @@ struct Names {
     queue: String,
     dead_letter_exchange: String,
     dead_letter_queue: String,
+    delay_exchange: String,
+    delay_queue_prefix: String,
 }
+
+/// The one delay tier this test declares, in seconds.
+const DELAY_TIER: &str = "1";
 
 impl Names {
     fn unique() -> Names {
@@ -168,18 +173,25 @@ impl Names {
             queue: format!("{prefix}.jobs"),
             dead_letter_exchange: format!("{prefix}.dead-exchange"),
             dead_letter_queue: format!("{prefix}.dead"),
+            delay_exchange: format!("{prefix}.delay-exchange"),
+            delay_queue_prefix: format!("{prefix}.delay"),
         }
     }
 
     async fn delete(&self) {
         let connection = connect().await;
         let channel = connection.create_channel().await.expect("channel opens");
-        for queue in [&self.queue, &self.dead_letter_queue] {
+        let delay_queue = format!("{}.{DELAY_TIER}s", self.delay_queue_prefix);
+        for queue in [&self.queue, &self.dead_letter_queue, &delay_queue] {
             let _ = channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
-        for exchange in [&self.exchange, &self.dead_letter_exchange] {
+        for exchange in [
+            &self.exchange,
+            &self.dead_letter_exchange,
+            &self.delay_exchange,
+        ] {
             let _ = channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
@@ -206,6 +218,15 @@ fn settings(names: &Names) -> Settings {
             "HERALD__BROKER__DEAD_LETTER_QUEUE",
             names.dead_letter_queue.as_str(),
         ),
+        (
+            "HERALD__BROKER__DELAY_EXCHANGE",
+            names.delay_exchange.as_str(),
+        ),
+        (
+            "HERALD__BROKER__DELAY_QUEUE_PREFIX",
+            names.delay_queue_prefix.as_str(),
+        ),
+        ("HERALD__RETRY__DELAY_TIERS_SECS", DELAY_TIER),
         ("HERALD__PROVIDERS__SENDGRID__BASE_URL", NO_PROVIDER),
         ("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.test-key"),
         ("HERALD__PROVIDERS__TWILIO__BASE_URL", NO_PROVIDER),

@@ -51,7 +51,9 @@ pub struct ReceivedRequest {
     /// When the reply was sent.
     pub time: DateTime<Utc>,
     /// Herald's job id: SendGrid `custom_args.herald_job_id` (per personalization or
-    /// top-level) or FCM `message.data.herald_job_id`. Twilio requests carry none.
+    /// top-level), or FCM `message.data.herald_job_id` when a sender adds it. Herald's FCM
+    /// adapter does not, so the app receives the data the producer wrote, and Twilio
+    /// requests carry none.
     pub job_id: Option<String>,
     /// The first recipient, masked: `a***@example.com`, `***23` or `tok:1a2b3c4d`.
     pub recipient: Option<String>,
