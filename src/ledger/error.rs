@@ -1,12 +1,23 @@
 //! Ledger failures, classified so the pipeline can tell "PostgreSQL cannot be used right now"
 //! from a failure of one statement.
 
+use std::sync::Arc;
+
 use sqlx::migrate::MigrateError;
 
 use crate::config::ConfigError;
 
 /// SQLSTATE of a statement cancelled by `statement_timeout` (or by `pg_cancel_backend`).
 const QUERY_CANCELED: &str = "57014";
+
+/// The settings that error messages name.
+#[derive(Debug, Clone)]
+pub(super) struct ErrorContext {
+    /// The URL with its password masked.
+    pub(super) url: Arc<str>,
+    pub(super) acquire_timeout_secs: u64,
+    pub(super) statement_timeout_ms: u64,
+}
 
 /// A failed ledger call.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +32,14 @@ pub enum LedgerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
 
-    /// PostgreSQL could not be reached or refused the connection: no connection within
-    /// `acquire_timeout_secs`, a broken connection, a server shutting down, too many
-    /// connections, or rejected credentials.
+    /// No connection could be opened or taken from the pool within `acquire_timeout_secs`.
+    #[error(
+        "no connection to PostgreSQL at {url} within ledger.acquire_timeout_secs ({timeout_secs} s); check that PostgreSQL is running and that ledger.url is right"
+    )]
+    ConnectTimeout { url: String, timeout_secs: u64 },
+
+    /// PostgreSQL broke the connection or refused to serve it: a network failure, a server
+    /// shutting down, too many connections, rejected credentials, or a missing database.
     #[error("PostgreSQL at {url} is unavailable: {source}")]
     Unavailable {
         url: String,
@@ -74,7 +90,9 @@ impl LedgerError {
     /// unacknowledged, and retry later.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            LedgerError::Unavailable { .. } | LedgerError::StatementTimeout { .. } => true,
+            LedgerError::ConnectTimeout { .. }
+            | LedgerError::Unavailable { .. }
+            | LedgerError::StatementTimeout { .. } => true,
             LedgerError::Migrate { source, .. } => match source {
                 MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _) => {
                     is_unavailable_error(error)
@@ -85,28 +103,34 @@ impl LedgerError {
         }
     }
 
-    /// Classifies a failed statement on the ledger at `url` (masked).
-    pub(super) fn from_sqlx(source: sqlx::Error, url: &str, timeout_ms: u64) -> LedgerError {
-        if is_statement_timeout(&source) {
-            LedgerError::StatementTimeout { timeout_ms, source }
-        } else if is_unavailable_error(&source) {
-            LedgerError::Unavailable {
-                url: url.to_owned(),
+    /// Classifies a failed statement.
+    pub(super) fn from_sqlx(source: sqlx::Error, context: &ErrorContext) -> LedgerError {
+        let url = context.url.to_string();
+        if matches!(source, sqlx::Error::PoolTimedOut) {
+            LedgerError::ConnectTimeout {
+                url,
+                timeout_secs: context.acquire_timeout_secs,
+            }
+        } else if is_statement_timeout(&source) {
+            LedgerError::StatementTimeout {
+                timeout_ms: context.statement_timeout_ms,
                 source,
             }
+        } else if is_unavailable_error(&source) {
+            LedgerError::Unavailable { url, source }
         } else {
             LedgerError::Database(source)
         }
     }
 
-    /// Classifies a failed migration run on the ledger at `url` (masked).
-    pub(super) fn from_migrate(source: MigrateError, url: &str, timeout_ms: u64) -> LedgerError {
+    /// Classifies a failed migration run.
+    pub(super) fn from_migrate(source: MigrateError, context: &ErrorContext) -> LedgerError {
         match source {
             MigrateError::Execute(error) if is_unavailable_error(&error) => {
-                LedgerError::from_sqlx(error, url, timeout_ms)
+                LedgerError::from_sqlx(error, context)
             }
             source => LedgerError::Migrate {
-                url: url.to_owned(),
+                url: context.url.to_string(),
                 source,
             },
         }
@@ -154,23 +178,33 @@ fn sqlstate(error: &sqlx::Error) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn context() -> ErrorContext {
+        ErrorContext {
+            url: "postgres://db".into(),
+            acquire_timeout_secs: 5,
+            statement_timeout_ms: 100,
+        }
+    }
+
     #[test]
     fn pool_timeout_is_unavailable() {
-        let error = LedgerError::from_sqlx(sqlx::Error::PoolTimedOut, "postgres://db", 100);
+        let error = LedgerError::from_sqlx(sqlx::Error::PoolTimedOut, &context());
         assert!(error.is_unavailable());
-        assert!(error.to_string().contains("postgres://db"), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("postgres://db"), "{message}");
+        assert!(message.contains("(5 s)"), "{message}");
     }
 
     #[test]
     fn io_error_is_unavailable() {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let error = LedgerError::from_sqlx(sqlx::Error::Io(io), "postgres://db", 100);
+        let error = LedgerError::from_sqlx(sqlx::Error::Io(io), &context());
         assert!(matches!(error, LedgerError::Unavailable { .. }));
     }
 
     #[test]
     fn row_not_found_is_not_unavailable() {
-        let error = LedgerError::from_sqlx(sqlx::Error::RowNotFound, "postgres://db", 100);
+        let error = LedgerError::from_sqlx(sqlx::Error::RowNotFound, &context());
         assert!(!error.is_unavailable());
     }
 

@@ -16,9 +16,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::AssertSqlSafe;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor};
 
 pub use claim::Claim;
 pub use error::LedgerError;
@@ -27,6 +27,7 @@ pub use record::{AttemptRecord, LastError, Outcome};
 pub use status::{DeliveryRow, render_table};
 
 use crate::config::LedgerConfig;
+use error::ErrorContext;
 use recipient::RecipientHasher;
 
 /// The migrations in `migrations/`, compiled into the binary.
@@ -36,12 +37,10 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 #[derive(Clone)]
 pub struct Ledger {
     pool: PgPool,
-    /// The URL with its password masked, for error messages.
-    url: Arc<str>,
+    errors: ErrorContext,
     hasher: Option<RecipientHasher>,
     store_recipients: bool,
     sending_reclaim: Duration,
-    statement_timeout_ms: u64,
     instance_id: Arc<str>,
 }
 
@@ -130,9 +129,13 @@ impl Ledger {
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout())
             .after_connect(move |connection, _metadata| {
+                // Notices (such as "already exists, skipping" from migrations) would be
+                // logged at info level by sqlx, and nothing in the ledger acts on them.
+                let sql = format!(
+                    "SET statement_timeout = {statement_timeout_ms}; SET client_min_messages = warning"
+                );
                 Box::pin(async move {
-                    let sql = format!("SET statement_timeout = {statement_timeout_ms}");
-                    connection.execute(AssertSqlSafe(sql)).await?;
+                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(connection).await?;
                     Ok(())
                 })
             })
@@ -140,11 +143,14 @@ impl Ledger {
 
         Ok(Ledger {
             pool,
-            url: url.into(),
+            errors: ErrorContext {
+                url: url.into(),
+                acquire_timeout_secs: config.acquire_timeout_secs,
+                statement_timeout_ms,
+            },
             hasher,
             store_recipients: config.store_recipients,
             sending_reclaim: config.sending_reclaim(),
-            statement_timeout_ms,
             instance_id: instance_id().into(),
         })
     }
@@ -154,7 +160,7 @@ impl Ledger {
     /// once: a PostgreSQL advisory lock lets one apply while the others wait.
     pub async fn migrate(&self) -> Result<Vec<AppliedMigration>, LedgerError> {
         let mut connection = self.pool.acquire().await.map_err(|e| self.error(e))?;
-        let migrate_error = |e| LedgerError::from_migrate(e, &self.url, self.statement_timeout_ms);
+        let migrate_error = |e| LedgerError::from_migrate(e, &self.errors);
 
         // The lock is taken here as well as inside `run` (advisory locks nest within a
         // session), so the list of applied versions cannot change before `run` starts.
@@ -170,7 +176,7 @@ impl Ledger {
         &self,
         connection: &mut sqlx::PgConnection,
     ) -> Result<Vec<AppliedMigration>, LedgerError> {
-        let migrate_error = |e| LedgerError::from_migrate(e, &self.url, self.statement_timeout_ms);
+        let migrate_error = |e| LedgerError::from_migrate(e, &self.errors);
         let table = MIGRATOR.table_name.as_ref();
         connection
             .ensure_migrations_table(table)
@@ -215,7 +221,7 @@ impl Ledger {
     }
 
     fn error(&self, source: sqlx::Error) -> LedgerError {
-        LedgerError::from_sqlx(source, &self.url, self.statement_timeout_ms)
+        LedgerError::from_sqlx(source, &self.errors)
     }
 }
 
