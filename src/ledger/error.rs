@@ -93,12 +93,10 @@ impl LedgerError {
             LedgerError::ConnectTimeout { .. }
             | LedgerError::Unavailable { .. }
             | LedgerError::StatementTimeout { .. } => true,
-            LedgerError::Migrate { source, .. } => match source {
-                MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _) => {
-                    is_unavailable_error(error)
-                }
-                _ => false,
-            },
+            LedgerError::Migrate {
+                source: MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _),
+                ..
+            } => is_unavailable_error(error),
             _ => false,
         }
     }
