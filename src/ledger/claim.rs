@@ -12,7 +12,7 @@ use crate::providers::ErrorClass;
 const CLAIM_TRIES: usize = 3;
 
 /// Inserts a `sending` row, or takes over an existing row that may be sent again, in one
-/// statement. Concurrent claims of one key serialize on the primary key: each later one sees
+/// statement. Concurrent claims of one key serialize on the primary key. Each later one reads
 /// the row as the earlier one left it, so at most one of them finds it claimable.
 ///
 /// The `reclaimed` flag is computed from the row as it was before the update, which is how
@@ -45,7 +45,7 @@ WHERE job_id = $1 AND channel = $2";
 /// The result of [`Ledger::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This worker holds the channel and should send it, then call [`Ledger::finish`] with
+    /// This worker has the claim and should send the channel, then call [`Ledger::finish`] with
     /// `token`. `attempts` counts the provider calls recorded for the channel so far, over
     /// every delivery of the job.
     Acquired {
@@ -68,7 +68,7 @@ pub enum Claim {
     Busy,
 }
 
-/// What the second statement of a claim found.
+/// The row state found by the second statement of a claim.
 enum Current {
     Decided(Claim),
     /// The row became claimable after the claim statement ran, so claim again.
@@ -136,7 +136,7 @@ impl Ledger {
         })
     }
 
-    /// Reads the row a claim did not acquire. It is read by a new statement, which sees
+    /// Reads the row a claim did not acquire. It is read by a new statement, which reads
     /// every claim committed before it, including one that committed while the claim
     /// statement waited on the row's lock.
     async fn current(&self, job_id: &JobId, channel: &str) -> Result<Current, LedgerError> {

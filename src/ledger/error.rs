@@ -73,7 +73,7 @@ pub enum LedgerError {
     #[error("no ledger row for job {job_id} channel {channel}; claim the channel first")]
     NotClaimed { job_id: String, channel: String },
 
-    /// A row holds a value this version of Herald does not know, written by a newer version
+    /// A row contains a value this version of Herald does not know, written by a newer version
     /// or by hand.
     #[error("ledger row for job {job_id} channel {channel} has unknown state `{state}`")]
     UnknownState {
@@ -85,7 +85,7 @@ pub enum LedgerError {
 
 impl LedgerError {
     /// Returns whether the ledger cannot be used right now: PostgreSQL is unreachable,
-    /// overloaded, or too slow to answer within `statement_timeout_ms`. The failed call
+    /// overloaded, or too slow to respond within `statement_timeout_ms`. The failed call
     /// changed nothing, so the pipeline should stop taking new jobs, leave this one
     /// unacknowledged, and retry later.
     pub fn is_unavailable(&self) -> bool {
@@ -153,10 +153,10 @@ fn is_unavailable_error(error: &sqlx::Error) -> bool {
     }
 }
 
-/// SQLSTATE classes and codes that describe the server or the connection, not the statement:
-/// 08 connection exception, 28 invalid authorization, 3D000 database does not exist,
-/// 53 insufficient resources (too many connections, out of memory or disk),
-/// 57P01 to 57P05 server shutting down, starting up or idle-session timeout.
+/// Returns whether a SQLSTATE describes the server or the connection, not the statement.
+/// These are the classes 08 (connection exception), 28 (invalid authorization) and 53
+/// (insufficient resources, such as too many connections), the codes 57P01 to 57P05
+/// (server shutting down or starting up, idle-session timeout), and 3D000 (no such database).
 fn is_unavailable_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("28")

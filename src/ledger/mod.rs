@@ -51,10 +51,11 @@ pub struct AppliedMigration {
     pub description: String,
 }
 
-/// Where a (job, channel) stands. Stored as the lowercase name in `deliveries.state`.
+/// The delivery state of a (job, channel), stored as its lowercase name in
+/// `deliveries.state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryState {
-    /// Known but not yet claimed. The ledger API does not write it; a claim accepts it.
+    /// Known but not yet claimed. The ledger API does not write it, but a claim accepts it.
     Pending,
     /// Claimed by a worker that may be calling the provider now.
     Sending,
@@ -107,7 +108,7 @@ impl std::fmt::Display for DeliveryState {
 impl Ledger {
     /// Builds the connection pool without contacting PostgreSQL, so Herald can start while
     /// the database is down. The first call that needs a connection fails with
-    /// [`LedgerError::Unavailable`], naming the URL with its password masked, if no
+    /// [`LedgerError::ConnectTimeout`], naming the URL with its password masked, if no
     /// connection opens within `acquire_timeout_secs`.
     ///
     /// The recipient hash key is loaded when one is configured. Without it the ledger still
@@ -155,7 +156,7 @@ impl Ledger {
         })
     }
 
-    /// Applies the migrations that the database lacks and returns them in order; an empty
+    /// Applies the migrations that the database lacks and returns them in order. An empty
     /// list means the schema was already current. Safe to run from several processes at
     /// once: a PostgreSQL advisory lock lets one apply while the others wait.
     pub async fn migrate(&self) -> Result<Vec<AppliedMigration>, LedgerError> {
@@ -203,6 +204,16 @@ impl Ledger {
                 description: migration.description.to_string(),
             })
             .collect())
+    }
+
+    /// Runs `SELECT 1`, for readiness checks and for probing whether an unavailable
+    /// PostgreSQL is back.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     /// Returns the underlying pool, for administration and tests.

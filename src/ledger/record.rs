@@ -9,7 +9,7 @@ use super::{DeliveryState, Ledger, LedgerError};
 use crate::job::{ChannelKind, JobId};
 use crate::providers::SendError;
 
-/// Longest error message stored, in characters. Provider messages are usually one line, but
+/// Maximum length of a stored error message, in characters. Provider messages are usually one line, but
 /// a proxy's HTML error page should not fill the table.
 const MAX_ERROR_MESSAGE_CHARS: usize = 1000;
 
@@ -107,7 +107,7 @@ impl From<&SendError> for LastError {
     }
 }
 
-/// How a claim ended, for [`Ledger::finish`].
+/// The outcome of a claim, for [`Ledger::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The provider accepted the message. An id, when given, replaces any stored one.

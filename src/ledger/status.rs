@@ -8,7 +8,7 @@ use super::recipient::display_form;
 use super::{DeliveryState, LastError, Ledger, LedgerError};
 use crate::job::JobId;
 
-/// Longest error text shown in one table cell, in characters.
+/// Maximum length of the error text in one table cell, in characters.
 const MAX_ERROR_CELL_CHARS: usize = 60;
 
 const STATUS_SQL: &str = "

@@ -26,7 +26,7 @@ pub(crate) struct TestDatabase {
 
 impl TestDatabase {
     /// Creates an empty database. Panics, saying how to start PostgreSQL, when the server
-    /// does not answer.
+    /// cannot be reached.
     pub(crate) async fn create() -> TestDatabase {
         let admin_url = admin_url();
         let mut admin = connect_admin(&admin_url).await;

@@ -103,6 +103,21 @@ async fn unreachable_server_fails_within_acquire_timeout() {
 }
 
 #[tokio::test]
+async fn ping_tells_reachable_from_unreachable() {
+    let database = TestDatabase::create().await;
+    let reachable = Ledger::connect(&database.config).await.unwrap();
+    let mut config = default_config();
+    config.url = "postgres://postgres@127.0.0.1:1/herald".to_owned();
+    config.acquire_timeout_secs = 1;
+    let unreachable = Ledger::connect(&config).await.unwrap();
+
+    reachable.ping().await.expect("ping a running server");
+    let error = unreachable.ping().await.expect_err("ping without a server");
+
+    assert!(error.is_unavailable(), "{error}");
+}
+
+#[tokio::test]
 async fn unreachable_server_fails_migrate_as_unavailable() {
     let mut config = default_config();
     config.url = "postgres://postgres@127.0.0.1:1/herald".to_owned();
