@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::job::JobId;
+
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a failure while running a command.
@@ -41,6 +43,10 @@ pub enum Command {
     Publish(PublishArgs),
     /// Serve SendGrid-, Twilio- and FCM-compatible endpoints locally, for demos and benchmarks.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// Apply the delivery ledger's pending PostgreSQL migrations.
+    Migrate,
+    /// Print the delivery ledger's rows for one job.
+    Status(StatusArgs),
     /// Inspect or replay the dead-letter queue.
     #[command(subcommand)]
     Dead(DeadCommand),
@@ -72,6 +78,17 @@ pub struct ReplayArgs {
     /// Messages published per second at most.
     #[arg(long, default_value_t = 50, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Id of the job, as the producer gave it.
+    #[arg(value_name = "JOB_ID", value_parser = parse_job_id)]
+    pub job_id: JobId,
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, String> {
+    JobId::parse(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@
 //! - [`job`]: the job format producers publish, parsed and validated.
 //! - [`fanout`]: a job's channels sent concurrently, each failure kept to its channel.
 //! - [`routes`]: which provider sends each channel.
+//! - [`ledger`]: the PostgreSQL record of each (job, channel), claimed before sending so a
+//!   redelivered job never sends a channel twice.
 //! - [`retry`]: attempts within one delivery, with backoff and `Retry-After` hints.
 //! - [`limits`]: per-provider rate limits and in-flight caps.
 //! - [`providers`]: one adapter per provider API behind the `Provider` trait.
@@ -35,6 +37,7 @@ pub mod dead_letters;
 pub mod fanout;
 pub mod handler;
 pub mod job;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod pool;

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use herald::app::Herald;
-use herald::cli::{Cli, Command, DeadCommand, EXIT_CONFIG, EXIT_FAILURE, PublishArgs};
+use herald::cli::{Cli, Command, DeadCommand, EXIT_CONFIG, EXIT_FAILURE, PublishArgs, StatusArgs};
 use herald::config::Settings;
 use herald::dead_letters::{self, ReplayFilter};
+use herald::ledger::{self, Ledger};
 use herald::shutdown::{Shutdown, termination_signal};
 use herald::{publish, telemetry};
 
@@ -52,6 +53,8 @@ async fn execute(command: Command, settings: Settings) -> ExitCode {
         }
         Command::Publish(args) => publish_jobs(args, settings).await,
         Command::Sandbox(args) => sandbox(args).await,
+        Command::Migrate => migrate_ledger(settings).await,
+        Command::Status(args) => ledger_status(args, settings).await,
         Command::Dead(command) => dead(command, settings).await,
     }
 }
@@ -164,4 +167,59 @@ async fn publish_jobs(args: PublishArgs, settings: Settings) -> ExitCode {
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("herald: {error}");
     ExitCode::from(EXIT_FAILURE)
+}
+
+async fn migrate_ledger(settings: Settings) -> ExitCode {
+    let ledger = match open_ledger(&settings).await {
+        Ok(ledger) => ledger,
+        Err(code) => return code,
+    };
+    let url = settings.ledger.masked_url();
+    let result = ledger.migrate().await;
+    ledger.close().await;
+    match result {
+        Ok(applied) if applied.is_empty() => {
+            println!("ledger schema at {url} is current; no migrations applied");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            for migration in &applied {
+                println!(
+                    "applied migration {}: {}",
+                    migration.version, migration.description
+                );
+            }
+            println!("ledger schema at {url} is current");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+async fn ledger_status(args: StatusArgs, settings: Settings) -> ExitCode {
+    let ledger = match open_ledger(&settings).await {
+        Ok(ledger) => ledger,
+        Err(code) => return code,
+    };
+    let result = ledger.status(&args.job_id).await;
+    ledger.close().await;
+    match result {
+        Ok(rows) if rows.is_empty() => fail(&format!(
+            "the ledger has no rows for job {}; it was never claimed",
+            args.job_id
+        )),
+        Ok(rows) => {
+            print!("{}", ledger::render_table(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+/// Builds the ledger handle, mapping a bad URL or hash key to the configuration exit code.
+async fn open_ledger(settings: &Settings) -> Result<Ledger, ExitCode> {
+    Ledger::connect(&settings.ledger).await.map_err(|error| {
+        eprintln!("herald: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }

@@ -5,6 +5,7 @@
 //! [`Settings`], which is validated as a whole before any task starts, so a bad value stops
 //! Herald at start with a message naming the key.
 
+mod ledger;
 mod providers;
 mod secret;
 mod sections;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
 pub use secret::{REDACTED, Secret};
 pub use sections::{
@@ -41,6 +43,7 @@ pub struct Settings {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub channels: ChannelsConfig,
+    pub ledger: LedgerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
@@ -76,6 +79,7 @@ struct RawSettings {
     log: LogConfig,
     shutdown: ShutdownConfig,
     channels: ChannelsConfig,
+    ledger: LedgerConfig,
     #[serde(default)]
     providers: BTreeMap<String, config::Value>,
 }
@@ -131,6 +135,7 @@ impl Settings {
             log: raw.log,
             shutdown: raw.shutdown,
             channels: raw.channels,
+            ledger: raw.ledger,
             providers,
         })
     }
@@ -144,6 +149,8 @@ impl Settings {
         self.retry.validate()?;
         self.http.validate()?;
         self.shutdown.validate()?;
+        self.ledger
+            .validate(&self.http, &self.retry, &self.limits)?;
         for kind in ChannelKind::ALL {
             let Some(name) = self.channels.provider_for(kind)? else {
                 continue;
