@@ -40,7 +40,7 @@ CHART_DASHBOARD = CHART / "files" / "herald-dashboard.json"
 KUBE_VERSIONS = ["1.27", kubernetes_validate.utils.latest_version()]
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 # Config keys whose values are secrets. The chart must never render them into herald.toml.
-INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json"}
+INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json", "recipient_hash_key"}
 # Keys that default.toml lists only as comments, because they have no default.
 COMMENTED_KEYS = {
     "providers.sendgrid.api_key",
@@ -49,6 +49,8 @@ COMMENTED_KEYS = {
     "providers.twilio.auth_token_file",
     "providers.fcm.service_account_json",
     "providers.fcm.service_account_file",
+    "ledger.recipient_hash_key",
+    "ledger.recipient_hash_key_file",
 }
 # Keys the chart renders itself from other values.
 CHART_OWNED_KEYS = {"admin.listen", "shutdown.grace_period_secs"}

@@ -12,7 +12,8 @@ use tracing::{error, info, warn};
 use crate::admin::AdminServer;
 use crate::broker::{self, Publisher};
 use crate::config::{ConfigError, Settings};
-use crate::handler::JobHandler;
+use crate::handler::{JobHandler, LedgerGate};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::pool::{ConsumeEnd, WorkerPool};
 use crate::providers::http::build_client;
@@ -26,6 +27,9 @@ use crate::shutdown::Shutdown;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+
+    #[error("failed to set up the ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
 
     #[error("failed to build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
@@ -51,6 +55,8 @@ impl Herald {
         let metrics = Arc::new(Metrics::new());
         let client = build_client(&settings.http)?;
         let routes = Arc::new(Routes::build(&settings, &client, &metrics)?);
+        settings.ledger.recipient_hash_key()?;
+        let ledger = Ledger::connect(&settings.ledger).await?;
 
         let address = settings.admin.listen;
         let admin = AdminServer::bind(address, metrics.clone())
@@ -61,6 +67,9 @@ impl Herald {
 
         let daemon = Daemon {
             pool: WorkerPool::new(settings.pool.workers),
+            ledger,
+            ledger_gate: Arc::new(LedgerGate::default()),
+            migrated: std::sync::atomic::AtomicBool::new(false),
             settings,
             routes,
             metrics: metrics.clone(),
@@ -92,6 +101,10 @@ impl Herald {
 struct Daemon {
     settings: Settings,
     routes: Arc<Routes>,
+    ledger: Ledger,
+    ledger_gate: Arc<LedgerGate>,
+    /// Whether this process has applied the ledger's migrations.
+    migrated: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     pool: WorkerPool,
 }
@@ -137,10 +150,6 @@ impl Daemon {
     /// channel the deliveries must be acknowledged on.
     async fn session(&self, shutdown: &Shutdown) -> Result<(), SessionLost> {
         let config = &self.settings.broker;
-        let lost = |what: &str, error: lapin::Error| SessionLost {
-            reason: format!("{what}: {error}"),
-            consumed: false,
-        };
         let consume_connection = broker::connect(config, "consume")
             .await
             .map_err(|error| lost("failed to connect", error))?;
@@ -152,55 +161,145 @@ impl Daemon {
         let publisher = Publisher::open(&publish_connection)
             .await
             .map_err(|error| lost("failed to open the publishing channel", error))?;
-        let delay_tiers = self.settings.retry.delay_tiers();
-        let mut consumer = broker::open_consumer(&consume_connection, config, &delay_tiers)
-            .await
-            .map_err(|error| lost("failed to start consuming", error))?;
-        self.metrics.set_consuming(true);
-
         let handler = Arc::new(JobHandler {
             routes: self.routes.clone(),
+            ledger: self.ledger.clone(),
+            ledger_gate: self.ledger_gate.clone(),
             policy: RetryPolicy::new(&self.settings.retry, &self.settings.limits),
             redelivery: RedeliveryPolicy::new(&self.settings.retry),
             metrics: self.metrics.clone(),
             publisher,
             broker: config.clone(),
         });
-        let end = self
-            .pool
-            .consume(&mut consumer.consumer, &handler, shutdown)
-            .await;
-        self.metrics.set_consuming(false);
 
-        match end {
-            ConsumeEnd::Stopped => {
-                info!("shutdown: consumer stopping");
-                if let Err(error) = consumer.cancel().await {
-                    warn!(error.message = %error, "failed to cancel the consumer");
-                }
-                self.pool
-                    .drain(self.settings.shutdown.grace_period(), shutdown)
+        // Consumers paused for the ledger stay open, so their jobs can still be acknowledged.
+        let mut paused = Vec::new();
+        let mut consumed = false;
+        loop {
+            if !self.wait_for_ledger(shutdown).await {
+                return self
+                    .stop_session(&consume_connection, &publish_connection, shutdown)
                     .await;
-                close(&consume_connection, &publish_connection).await;
-                self.metrics.set_broker_connected(false);
-                Ok(())
             }
-            ConsumeEnd::Lost(reason) => {
-                close(&consume_connection, &publish_connection).await;
-                Err(SessionLost {
-                    reason,
-                    consumed: true,
-                })
+            let delay_tiers = self.settings.retry.delay_tiers();
+            let mut consumer = broker::open_consumer(&consume_connection, config, &delay_tiers)
+                .await
+                .map_err(|error| SessionLost {
+                    reason: format!("failed to start consuming: {error}"),
+                    consumed,
+                })?;
+            consumed = true;
+            self.metrics.set_consuming(true);
+            let end = self
+                .pool
+                .consume(
+                    &mut consumer.consumer,
+                    &handler,
+                    shutdown,
+                    &self.ledger_gate,
+                )
+                .await;
+            self.metrics.set_consuming(false);
+
+            match end {
+                ConsumeEnd::Stopped => {
+                    info!("shutdown: consumer stopping");
+                    if let Err(error) = consumer.cancel().await {
+                        warn!(error.message = %error, "failed to cancel the consumer");
+                    }
+                    return self
+                        .stop_session(&consume_connection, &publish_connection, shutdown)
+                        .await;
+                }
+                ConsumeEnd::Lost(reason) => {
+                    close(&consume_connection, &publish_connection).await;
+                    return Err(SessionLost {
+                        reason,
+                        consumed: true,
+                    });
+                }
+                ConsumeEnd::LedgerUnavailable => {
+                    warn!(
+                        "ledger unavailable: consumption paused, prefetched jobs returned to the queue"
+                    );
+                    consumer.return_prefetched().await;
+                    paused.push(consumer);
+                }
             }
         }
     }
+
+    /// Drains jobs under way, then closes the session's connections.
+    async fn stop_session(
+        &self,
+        consume: &lapin::Connection,
+        publish: &lapin::Connection,
+        shutdown: &Shutdown,
+    ) -> Result<(), SessionLost> {
+        self.pool
+            .drain(self.settings.shutdown.grace_period(), shutdown)
+            .await;
+        close(consume, publish).await;
+        self.metrics.set_broker_connected(false);
+        Ok(())
+    }
+
+    /// Waits until the ledger answers, applying migrations first when configured. Returns
+    /// `false` if shutdown began meanwhile.
+    async fn wait_for_ledger(&self, shutdown: &Shutdown) -> bool {
+        let mut reported = false;
+        loop {
+            match self.ledger_ready().await {
+                Ok(()) => {
+                    if reported {
+                        info!("ledger reachable again; resuming consumption");
+                    }
+                    self.ledger_gate.open();
+                    return true;
+                }
+                Err(error) if !reported => {
+                    warn!(error.message = %error, "ledger unavailable; waiting for it before consuming");
+                    reported = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LEDGER_PROBE_INTERVAL) => {}
+                () = shutdown.stopped() => return false,
+            }
+        }
+    }
+
+    async fn ledger_ready(&self) -> Result<(), crate::ledger::LedgerError> {
+        self.ledger.ping().await?;
+        if self.settings.ledger.migrate_on_start
+            && !self.migrated.load(std::sync::atomic::Ordering::Acquire)
+        {
+            let applied = self.ledger.migrate().await?;
+            info!(applied = applied.len(), "ledger migrations applied");
+            self.migrated
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
+    }
 }
+
+/// How often a paused consumer checks whether the ledger is back.
+const LEDGER_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The reason a broker session ended other than by shutdown.
 struct SessionLost {
     reason: String,
     /// Whether the session got as far as consuming, which resets the reconnection backoff.
     consumed: bool,
+}
+
+/// Describes a session that failed before it consumed.
+fn lost(what: &str, error: lapin::Error) -> SessionLost {
+    SessionLost {
+        reason: format!("{what}: {error}"),
+        consumed: false,
+    }
 }
 
 async fn close(consume: &lapin::Connection, publish: &lapin::Connection) {

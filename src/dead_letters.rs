@@ -14,6 +14,8 @@ use lapin::{BasicProperties, Channel, Connection};
 
 use crate::broker::{self, PublishError, Publisher, headers};
 use crate::config::BrokerConfig;
+use crate::job::{ChannelKind, JobId};
+use crate::ledger::Ledger;
 
 /// One dead letter's identity, as the summary groups it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,6 +44,9 @@ pub enum DeadLetterError {
 
     #[error("failed to publish a replayed message: {0}")]
     Publish(#[from] PublishError),
+
+    #[error("failed to reopen a replayed channel in the ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 /// Counts the dead-letter queue's messages by reason, channel, provider and error code.
@@ -65,8 +70,13 @@ pub async fn summarize(
 /// only after the broker confirmed its copy. Returns the number replayed.
 ///
 /// A replayed message loses Herald's failure headers and the broker's `x-death`, so it
-/// starts again at attempt 1.
-pub async fn replay(config: &BrokerConfig, filter: &ReplayFilter) -> Result<u64, DeadLetterError> {
+/// starts again at attempt 1. Its channel's ledger row is reopened first, so the channel is
+/// sent again unless it was delivered meanwhile.
+pub async fn replay(
+    config: &BrokerConfig,
+    ledger: &Ledger,
+    filter: &ReplayFilter,
+) -> Result<u64, DeadLetterError> {
     let connection = broker::connect(config, "dead-replay").await?;
     let channel = connection.create_channel().await?;
     let publisher = Publisher::open(&connection).await?;
@@ -84,6 +94,7 @@ pub async fn replay(config: &BrokerConfig, filter: &ReplayFilter) -> Result<u64,
         if !matches(filter, &message.properties) {
             continue;
         }
+        reopen(ledger, message.properties.headers().as_ref()).await?;
         let table = without_failure_headers(message.properties.headers().as_ref());
         publisher
             .publish(
@@ -100,6 +111,21 @@ pub async fn replay(config: &BrokerConfig, filter: &ReplayFilter) -> Result<u64,
     }
     close(&connection).await;
     Ok(replayed)
+}
+
+/// Reopens the ledger row of a channel's dead letter. Whole-job dead letters (poison jobs)
+/// have no channel header and no row.
+async fn reopen(
+    ledger: &Ledger,
+    table: Option<&FieldTable>,
+) -> Result<(), crate::ledger::LedgerError> {
+    let job_id = headers::text(table, headers::JOB_ID).and_then(|id| JobId::parse(&id).ok());
+    let channel =
+        headers::text(table, headers::CHANNEL).and_then(|name| ChannelKind::from_name(&name));
+    if let (Some(job_id), Some(channel)) = (job_id, channel) {
+        ledger.reopen(&job_id, channel).await?;
+    }
+    Ok(())
 }
 
 async fn queue_length(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {

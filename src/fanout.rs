@@ -3,9 +3,11 @@
 
 use chrono::Utc;
 use futures::future::join_all;
-use tracing::{Instrument, info, info_span, warn};
+use sqlx::types::Uuid;
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::job::{ChannelRequest, Job, Notification};
+use crate::ledger::{AttemptRecord, Claim, DeliveryState, Ledger, LedgerError, Recipient};
 use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::retry::{RetryPolicy, send_with_retries};
@@ -22,6 +24,15 @@ pub enum ChannelOutcome {
     NotConfigured,
     /// The job named a channel Herald does not know.
     UnknownChannel,
+    /// The ledger shows the channel delivered by an earlier delivery, so it was not sent.
+    AlreadyDelivered,
+    /// The ledger shows the channel ended for good (failed permanently, dead-lettered or
+    /// expired) in an earlier delivery, so it was not sent.
+    AlreadySettled(DeliveryState),
+    /// Another worker holds a fresh claim on the channel and may be sending it now.
+    InProgress,
+    /// The ledger could not be reached, so the channel was not sent.
+    LedgerUnavailable(String),
 }
 
 impl ChannelOutcome {
@@ -33,11 +44,19 @@ impl ChannelOutcome {
             ChannelOutcome::Expired => "expired",
             ChannelOutcome::NotConfigured => "not_configured",
             ChannelOutcome::UnknownChannel => "unknown_channel",
+            ChannelOutcome::AlreadyDelivered => "already_delivered",
+            ChannelOutcome::AlreadySettled(_) => "already_settled",
+            ChannelOutcome::InProgress => "in_progress",
+            ChannelOutcome::LedgerUnavailable(_) => "ledger_unavailable",
         }
     }
 
+    /// Returns whether the channel has reached its recipient, now or in an earlier delivery.
     pub fn is_delivered(&self) -> bool {
-        matches!(self, ChannelOutcome::Delivered(_))
+        matches!(
+            self,
+            ChannelOutcome::Delivered(_) | ChannelOutcome::AlreadyDelivered
+        )
     }
 }
 
@@ -48,20 +67,26 @@ pub struct ChannelReport {
     pub provider: Option<String>,
     pub attempts: u32,
     pub outcome: ChannelOutcome,
+    /// The ledger claim this delivery holds on the channel, to be finished before the ack.
+    pub claim: Option<Uuid>,
 }
 
-/// Sends every channel of `job` concurrently and returns one report per channel.
-pub async fn fan_out(
-    job: &Job,
-    routes: &Routes,
-    policy: &RetryPolicy,
-    metrics: &Metrics,
-) -> Vec<ChannelReport> {
+/// What every channel send of a job shares.
+pub struct FanOut<'a> {
+    pub routes: &'a Routes,
+    pub policy: &'a RetryPolicy,
+    pub ledger: &'a Ledger,
+    pub metrics: &'a Metrics,
+}
+
+/// Sends every channel of `job` concurrently and returns one report per channel. Each
+/// channel is claimed in the ledger first, and sent only when the claim is acquired.
+pub async fn fan_out(job: &Job, context: &FanOut<'_>) -> Vec<ChannelReport> {
     let expired = job.is_expired(Utc::now());
     let sends = job
         .channels
         .iter()
-        .map(|request| send_channel(job, request, expired, routes, policy, metrics));
+        .map(|request| send_channel(job, request, expired, context));
     join_all(sends).await
 }
 
@@ -69,10 +94,14 @@ async fn send_channel(
     job: &Job,
     request: &ChannelRequest,
     expired: bool,
-    routes: &Routes,
-    policy: &RetryPolicy,
-    metrics: &Metrics,
+    context: &FanOut<'_>,
 ) -> ChannelReport {
+    let FanOut {
+        routes,
+        policy,
+        ledger,
+        metrics,
+    } = *context;
     let notification = match request {
         ChannelRequest::Known(notification) => notification,
         ChannelRequest::Unknown { name } => {
@@ -82,10 +111,6 @@ async fn send_channel(
     };
     let channel = notification.kind().as_str();
 
-    if expired {
-        info!(channel, "job expired before sending; channel not sent");
-        return finish(metrics, channel, None, 0, ChannelOutcome::Expired);
-    }
     let Some(route) = routes.get(notification.kind()) else {
         warn!(
             channel,
@@ -96,9 +121,28 @@ async fn send_channel(
 
     let provider = route.provider_name.to_string();
     let span = info_span!("send", channel, provider = %provider, recipient = %notification.masked_recipient());
+    let claim = ledger
+        .claim(&job.id, &provider, Recipient::from(notification))
+        .instrument(span.clone())
+        .await;
+    let token = match claimed(claim, &span, metrics, channel, &provider) {
+        Ok(token) => token,
+        Err(outcome) => return finish(metrics, channel, Some(provider), 0, outcome),
+    };
+    if expired {
+        info!(parent: &span, "job expired before sending; channel not sent");
+        let report = finish(metrics, channel, Some(provider), 0, ChannelOutcome::Expired);
+        return report.with_claim(token);
+    }
+
     let outcome = send_with_retries(route, policy, request_for(job, notification), metrics)
         .instrument(span.clone())
         .await;
+    record_calls(ledger, job, notification, &outcome.calls)
+        .instrument(span.clone())
+        .await;
+    // Entered only now: a guard held across an await would lend this span to whatever
+    // else the thread polls meanwhile.
     let _entered = span.enter();
     let report_outcome = match outcome.result {
         Ok(delivered) => {
@@ -114,13 +158,83 @@ async fn send_channel(
             ChannelOutcome::Failed(error)
         }
     };
-    finish(
+    let report = finish(
         metrics,
         channel,
         Some(provider),
         outcome.attempts,
         report_outcome,
-    )
+    );
+    report.with_claim(token)
+}
+
+/// Records each provider call in the ledger. A failure is logged and not fatal: the calls
+/// are history, and the channel's outcome is recorded separately before the ack.
+async fn record_calls(
+    ledger: &Ledger,
+    job: &Job,
+    notification: &Notification,
+    calls: &[AttemptRecord],
+) {
+    for call in calls {
+        if let Err(record_error) = ledger
+            .record_attempt(&job.id, notification.kind(), call)
+            .await
+        {
+            warn!(error.message = %record_error, "failed to record a provider call in the ledger");
+        }
+    }
+}
+
+/// Turns a ledger claim into the token to send under, or into the outcome of a channel that
+/// must not be sent now.
+fn claimed(
+    claim: Result<Claim, LedgerError>,
+    span: &tracing::Span,
+    metrics: &Metrics,
+    channel: &str,
+    provider: &str,
+) -> Result<Uuid, ChannelOutcome> {
+    let _entered = span.enter();
+    match claim {
+        Ok(Claim::Acquired {
+            token, ambiguous, ..
+        }) => {
+            if ambiguous {
+                metrics.possible_duplicate(channel, provider);
+                warn!(
+                    "taking over a claim left in sending; the provider may have received this channel before"
+                );
+            }
+            Ok(token)
+        }
+        Ok(Claim::AlreadyDelivered { .. }) => {
+            info!("channel already delivered; not sending it again");
+            Err(ChannelOutcome::AlreadyDelivered)
+        }
+        Ok(Claim::Final { state }) => {
+            info!(
+                state = state.as_str(),
+                "channel already settled; not sending it again"
+            );
+            Err(ChannelOutcome::AlreadySettled(state))
+        }
+        Ok(Claim::Busy) => {
+            info!("another worker holds the channel's claim; checking again later");
+            Err(ChannelOutcome::InProgress)
+        }
+        Err(ledger_error) => {
+            error!(error.message = %ledger_error, "failed to claim the channel in the ledger; not sending it");
+            Err(ChannelOutcome::LedgerUnavailable(ledger_error.to_string()))
+        }
+    }
+}
+
+impl ChannelReport {
+    fn with_claim(mut self, token: Uuid) -> ChannelReport {
+        self.claim = Some(token);
+        self
+    }
 }
 
 fn request_for<'a>(job: &'a Job, notification: &'a Notification) -> SendRequest<'a> {
@@ -157,6 +271,7 @@ fn finish(
         provider,
         attempts,
         outcome,
+        claim: None,
     }
 }
 
@@ -167,10 +282,12 @@ pub fn job_outcome(reports: &[ChannelReport]) -> &'static str {
     let delivered = reports.iter().filter(|r| r.outcome.is_delivered()).count();
     if delivered == reports.len() {
         "delivered"
-    } else if reports
-        .iter()
-        .all(|r| matches!(r.outcome, ChannelOutcome::Expired))
-    {
+    } else if reports.iter().all(|r| {
+        matches!(
+            r.outcome,
+            ChannelOutcome::Expired | ChannelOutcome::AlreadySettled(DeliveryState::Expired)
+        )
+    }) {
         "expired"
     } else if delivered == 0 {
         "failed"

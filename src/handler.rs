@@ -22,8 +22,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::broker::{PublishError, Publisher, headers};
 use crate::config::BrokerConfig;
-use crate::fanout::{ChannelOutcome, ChannelReport, fan_out, job_outcome};
+use crate::fanout::{ChannelOutcome, ChannelReport, FanOut, fan_out, job_outcome};
 use crate::job::{self, Job, JobError};
+use crate::ledger::{LastError, Ledger, Outcome};
 use crate::metrics::Metrics;
 use crate::redelivery::{FollowUp, RedeliveryPolicy, single_channel_body};
 use crate::retry::{DEFERRED, RetryPolicy};
@@ -33,6 +34,9 @@ use crate::shutdown::Shutdown;
 /// Everything a worker needs to handle a delivery. Shared by all workers.
 pub struct JobHandler {
     pub routes: Arc<Routes>,
+    pub ledger: Ledger,
+    /// Cleared when a ledger call fails as unavailable, so the consumer pauses.
+    pub ledger_gate: Arc<LedgerGate>,
     pub policy: RetryPolicy,
     pub redelivery: RedeliveryPolicy,
     pub metrics: Arc<Metrics>,
@@ -77,16 +81,15 @@ impl JobHandler {
         let span = info_span!("job", job_id = %job.id, delivery_tag = delivery.delivery_tag, redelivered = delivery.redelivered, attempt = round);
         async {
             debug!(channels = job.channels.len(), "job received");
-            let reports = fan_out(&job, &self.routes, &self.policy, &self.metrics).await;
-            let outcome = job_outcome(&reports);
-            let settled = match self.publish_follow_ups(delivery, job.id.as_str(), round, &reports).await {
-                Ok(()) => self.ack(delivery).await,
-                Err(error) => {
-                    error!(error.message = %error, "failed to publish a retry or dead letter; requeueing the job");
-                    self.requeue(delivery).await;
-                    false
-                }
+            let context = FanOut {
+                routes: &self.routes,
+                policy: &self.policy,
+                ledger: &self.ledger,
+                metrics: &self.metrics,
             };
+            let reports = fan_out(&job, &context).await;
+            let outcome = job_outcome(&reports);
+            let settled = self.settle(delivery, &job.id, round, &reports).await;
             if settled {
                 info!(outcome, "job settled");
             }
@@ -94,6 +97,83 @@ impl JobHandler {
         }
         .instrument(span)
         .await;
+    }
+
+    /// Settles a delivery whose job was fanned out: publishes the follow-ups, records every
+    /// claimed channel's outcome in the ledger, then acknowledges. Returns whether the
+    /// delivery was acknowledged. Any failure before the acknowledgement requeues the
+    /// delivery whole, so a later delivery finishes the work.
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        job_id: &crate::job::JobId,
+        round: u32,
+        reports: &[ChannelReport],
+    ) -> bool {
+        let unavailable: Option<String> = reports.iter().find_map(|report| match &report.outcome {
+            ChannelOutcome::LedgerUnavailable(reason) => Some(reason.clone()),
+            _ => None,
+        });
+        if let Some(reason) = unavailable {
+            warn!(error.message = %reason, "ledger unavailable; requeueing the job and pausing consumption");
+            self.ledger_gate.close();
+            self.requeue(delivery).await;
+            return false;
+        }
+
+        if let Err(error) = self
+            .publish_follow_ups(delivery, job_id.as_str(), round, reports)
+            .await
+        {
+            error!(error.message = %error, "failed to publish a retry or dead letter; requeueing the job");
+            self.requeue(delivery).await;
+            return false;
+        }
+        if let Err(error) = self.finish_claims(job_id, round, reports).await {
+            error!(error.message = %error, "failed to record outcomes in the ledger; requeueing the job");
+            if error.is_unavailable() {
+                self.ledger_gate.close();
+            }
+            self.requeue(delivery).await;
+            return false;
+        }
+        self.ack(delivery).await
+    }
+
+    /// Records the outcome of every channel this delivery claimed.
+    async fn finish_claims(
+        &self,
+        job_id: &crate::job::JobId,
+        round: u32,
+        reports: &[ChannelReport],
+    ) -> Result<(), crate::ledger::LedgerError> {
+        for report in reports {
+            let Some(token) = report.claim else {
+                continue;
+            };
+            let Some(kind) = crate::job::ChannelKind::from_name(&report.channel) else {
+                continue;
+            };
+            let outcome = self.ledger_outcome(report, round);
+            if !self.ledger.finish(job_id, kind, token, &outcome).await? {
+                warn!(channel = %report.channel, "the channel's claim was taken over before its outcome was recorded");
+            }
+        }
+        Ok(())
+    }
+
+    fn ledger_outcome(&self, report: &ChannelReport, round: u32) -> Outcome {
+        match &report.outcome {
+            ChannelOutcome::Delivered(delivered) => Outcome::Delivered {
+                provider_message_id: delivered.message_id.clone(),
+            },
+            ChannelOutcome::Failed(error) => match self.redelivery.follow_up(report, round) {
+                Some(FollowUp::Retry { .. }) => Outcome::Retrying(LastError::from(error)),
+                _ => Outcome::DeadLettered(LastError::from(error)),
+            },
+            ChannelOutcome::Expired => Outcome::Expired,
+            other => Outcome::Failed(LastError::new("transient", other.label())),
+        }
     }
 
     /// Publishes, confirmed, the follow-up of every channel that needs one: a delayed retry
@@ -329,5 +409,34 @@ fn retry_reason(outcome: &ChannelOutcome) -> &'static str {
         ChannelOutcome::Failed(error) if error.code.as_deref() == Some(DEFERRED) => "deferred",
         ChannelOutcome::Failed(error) => error.class.as_str(),
         _ => "transient",
+    }
+}
+
+/// Whether the ledger is believed reachable. A job that finds it unreachable closes the
+/// gate; the consumer then stops taking deliveries until a probe opens it again.
+#[derive(Debug)]
+pub struct LedgerGate {
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl Default for LedgerGate {
+    fn default() -> Self {
+        LedgerGate {
+            open: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+impl LedgerGate {
+    pub fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
     }
 }

@@ -90,7 +90,11 @@ async fn dead(command: DeadCommand, settings: Settings) -> ExitCode {
                 limit: args.limit,
                 rate: args.rate,
             };
-            match dead_letters::replay(broker, &filter).await {
+            let ledger = match open_ledger(&settings).await {
+                Ok(ledger) => ledger,
+                Err(code) => return code,
+            };
+            match dead_letters::replay(broker, &ledger, &filter).await {
                 Ok(count) => {
                     println!("replayed {count} messages to exchange {}", broker.exchange);
                     ExitCode::SUCCESS

@@ -61,6 +61,7 @@ pub struct Metrics {
     send_retries: IntCounterVec,
     delayed_retries: IntCounterVec,
     dead_letters: IntCounterVec,
+    possible_duplicates: IntCounterVec,
     rate_limit_wait: HistogramVec,
     provider_in_flight: IntGaugeVec,
     jobs_in_flight: IntGauge,
@@ -116,6 +117,11 @@ impl Metrics {
                 "herald_dead_letters_total",
                 "Messages published to the dead-letter exchange, by channel (none for whole jobs) and reason.",
                 &["channel", "reason"],
+            ),
+            possible_duplicates: counter_vec(
+                "herald_possible_duplicates_total",
+                "Channels sent again after taking over a claim left in sending, by channel and provider. The earlier worker may have reached the provider, so each may be a duplicate.",
+                &["channel", "provider"],
             ),
             rate_limit_wait: histogram_vec(
                 "herald_rate_limit_wait_seconds",
@@ -175,6 +181,8 @@ impl Metrics {
         for reason in CHANNEL_DEAD_LETTER_REASONS {
             self.dead_letters.with_label_values(&[channel, reason]);
         }
+        self.possible_duplicates
+            .with_label_values(&[channel, provider]);
         self.provider_request_duration
             .with_label_values(&[provider]);
         self.rate_limit_wait.with_label_values(&[provider]);
@@ -182,7 +190,8 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(self.possible_duplicates.clone()),
             Box::new(self.delayed_retries.clone()),
             Box::new(self.dead_letters.clone()),
             Box::new(self.jobs_received.clone()),
@@ -259,6 +268,12 @@ impl Metrics {
     pub fn delayed_retry(&self, channel: &str, provider: &str, reason: &str) {
         self.delayed_retries
             .with_label_values(&[channel, provider, reason])
+            .inc();
+    }
+
+    pub fn possible_duplicate(&self, channel: &str, provider: &str) {
+        self.possible_duplicates
+            .with_label_values(&[channel, provider])
             .inc();
     }
 

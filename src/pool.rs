@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::handler::JobHandler;
+use crate::handler::{JobHandler, LedgerGate};
 use crate::shutdown::Shutdown;
 
 /// The reason consuming stopped.
@@ -20,6 +20,8 @@ pub enum ConsumeEnd {
     Stopped,
     /// The broker closed the consumer, its channel or its connection.
     Lost(String),
+    /// A job found the ledger unreachable; consuming pauses until it is back.
+    LedgerUnavailable,
 }
 
 pub struct WorkerPool {
@@ -42,6 +44,7 @@ impl WorkerPool {
         consumer: &mut Consumer,
         handler: &Arc<JobHandler>,
         shutdown: &Shutdown,
+        ledger_gate: &LedgerGate,
     ) -> ConsumeEnd {
         loop {
             let slot = tokio::select! {
@@ -54,6 +57,12 @@ impl WorkerPool {
                 () = shutdown.stopped() => return ConsumeEnd::Stopped,
                 next = consumer.next() => next,
             };
+            if !ledger_gate.is_open() {
+                if let Some(Ok(delivery)) = next {
+                    requeue(&delivery).await;
+                }
+                return ConsumeEnd::LedgerUnavailable;
+            }
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => return ConsumeEnd::Lost(error.to_string()),
@@ -98,5 +107,16 @@ impl WorkerPool {
             self.tracker.wait().await;
         }
         self.tracker.reopen();
+    }
+}
+
+/// Returns a delivery to its queue.
+pub(crate) async fn requeue(delivery: &lapin::message::Delivery) {
+    let options = lapin::options::BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    if let Err(error) = delivery.nack(options).await {
+        warn!(delivery_tag = delivery.delivery_tag, error.message = %error, "failed to return a delivery to the queue; RabbitMQ will when the channel closes");
     }
 }

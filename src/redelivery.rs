@@ -47,10 +47,23 @@ impl RedeliveryPolicy {
     }
 
     /// Decides the follow-up of `report`, a channel handled in delivery round `round`.
-    /// Returns `None` for a channel that needs none (delivered or expired).
+    /// Returns `None` for a channel that needs none: delivered, expired, settled before, or
+    /// not sent because the ledger was unreachable (the delivery is then requeued whole).
     pub fn follow_up(&self, report: &ChannelReport, round: u32) -> Option<FollowUp> {
         let error = match &report.outcome {
-            ChannelOutcome::Delivered(_) | ChannelOutcome::Expired => return None,
+            ChannelOutcome::Delivered(_)
+            | ChannelOutcome::Expired
+            | ChannelOutcome::AlreadyDelivered
+            | ChannelOutcome::AlreadySettled(_)
+            | ChannelOutcome::LedgerUnavailable(_) => return None,
+            // Another worker may be sending it. Look again after the shortest delay: by then
+            // that worker has finished, or its claim has gone stale and can be taken over.
+            ChannelOutcome::InProgress => {
+                return Some(FollowUp::Retry {
+                    tier_secs: self.tier_for(self.base_delay),
+                    round,
+                });
+            }
             ChannelOutcome::UnknownChannel => {
                 return Some(FollowUp::DeadLetter {
                     reason: "unknown_channel",
@@ -148,6 +161,7 @@ mod tests {
             provider: Some("twilio".into()),
             attempts: 1,
             outcome,
+            claim: None,
         }
     }
 

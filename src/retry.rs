@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::config::{LimitsConfig, RetryConfig};
+use crate::ledger::AttemptRecord;
 use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::routes::Route;
@@ -79,6 +80,8 @@ impl RetryPolicy {
 pub struct AttemptsOutcome {
     pub result: Result<Delivered, SendError>,
     pub attempts: u32,
+    /// One record per provider request, for the delivery ledger.
+    pub calls: Vec<AttemptRecord>,
 }
 
 /// Sends `request` through `route`, retrying in place as `policy` allows.
@@ -98,6 +101,7 @@ pub async fn send_with_retries(
     let mut attempts = 0;
     let mut failed = 0;
     let mut refreshed_credentials = false;
+    let mut calls = Vec::new();
 
     loop {
         let permit = match route.limits.acquire(policy.max_permit_wait).await {
@@ -118,6 +122,7 @@ pub async fn send_with_retries(
                 return AttemptsOutcome {
                     result: Err(error),
                     attempts,
+                    calls,
                 };
             }
         };
@@ -125,16 +130,22 @@ pub async fn send_with_retries(
         let started = Instant::now();
         let result = route.provider.send(request).await;
         drop(permit);
+        let latency = started.elapsed();
         let result_label = result
             .as_ref()
             .map_or_else(|error| error.class.as_str(), |_| "ok");
-        metrics.provider_request(provider, result_label, started.elapsed());
+        metrics.provider_request(provider, result_label, latency);
+        calls.push(match &result {
+            Ok(delivered) => AttemptRecord::delivered(provider, Some(delivered.status), latency),
+            Err(error) => AttemptRecord::failed(provider, error, latency),
+        });
 
         let error = match result {
             Ok(delivered) => {
                 return AttemptsOutcome {
                     result: Ok(delivered),
                     attempts,
+                    calls,
                 };
             }
             Err(error) => error,
@@ -150,6 +161,7 @@ pub async fn send_with_retries(
                 return AttemptsOutcome {
                     result: Err(error),
                     attempts,
+                    calls,
                 };
             }
             refreshed_credentials = true;
@@ -176,6 +188,7 @@ pub async fn send_with_retries(
                 return AttemptsOutcome {
                     result: Err(error),
                     attempts,
+                    calls,
                 };
             }
         };

@@ -36,6 +36,7 @@ async fn dashboard_and_alert_metrics_are_exported() {
 
     let names = Names::unique();
     require_broker().await;
+    names.create_database().await;
     let shutdown = Shutdown::new();
     let herald = Herald::start(settings(&names), shutdown.clone())
         .await
@@ -156,6 +157,7 @@ struct Names {
     dead_letter_queue: String,
     delay_exchange: String,
     delay_queue_prefix: String,
+    database: String,
 }
 
 /// The one delay tier this test declares, in seconds.
@@ -175,10 +177,25 @@ impl Names {
             dead_letter_queue: format!("{prefix}.dead"),
             delay_exchange: format!("{prefix}.delay-exchange"),
             delay_queue_prefix: format!("{prefix}.delay"),
+            database: format!("herald_dashboards_{nanos}"),
         }
     }
 
+    async fn create_database(&self) {
+        let admin = postgres().await;
+        let create = format!("CREATE DATABASE \"{}\"", self.database);
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&admin)
+            .await
+            .expect("the test database is created");
+        admin.close().await;
+    }
+
     async fn delete(&self) {
+        let admin = postgres().await;
+        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+        admin.close().await;
         let connection = connect().await;
         let channel = connection.create_channel().await.expect("channel opens");
         let delay_queue = format!("{}.{DELAY_TIER}s", self.delay_queue_prefix);
@@ -201,6 +218,7 @@ impl Names {
 }
 
 fn settings(names: &Names) -> Settings {
+    let ledger_url = format!("{POSTGRES_URL}/{}", names.database);
     let service_account = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/fcm-service-account.json"
@@ -227,6 +245,11 @@ fn settings(names: &Names) -> Settings {
             names.delay_queue_prefix.as_str(),
         ),
         ("HERALD__RETRY__DELAY_TIERS_SECS", DELAY_TIER),
+        ("HERALD__LEDGER__URL", ledger_url.as_str()),
+        (
+            "HERALD__LEDGER__RECIPIENT_HASH_KEY",
+            "dashboards-test-recipient-hash-key",
+        ),
         ("HERALD__PROVIDERS__SENDGRID__BASE_URL", NO_PROVIDER),
         ("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.test-key"),
         ("HERALD__PROVIDERS__TWILIO__BASE_URL", NO_PROVIDER),
@@ -246,6 +269,18 @@ fn settings(names: &Names) -> Settings {
     ]
     .map(|(key, value)| (key.to_owned(), value.to_owned()));
     Settings::load_with_env(None, env).expect("the test settings are valid")
+}
+
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Opens a pool on the server's `postgres` database, failing the test with instructions
+/// when PostgreSQL is not running.
+async fn postgres() -> sqlx::PgPool {
+    sqlx::PgPool::connect(&format!("{POSTGRES_URL}/postgres"))
+        .await
+        .unwrap_or_else(|error| {
+            panic!("this test needs PostgreSQL at 127.0.0.1:5432 (user postgres), which failed: {error}; start it with `bash .ci/services`")
+        })
 }
 
 async fn connect() -> Connection {

@@ -7,6 +7,9 @@ use lapin::{Channel, Connection, Consumer};
 use super::topology;
 use crate::config::BrokerConfig;
 
+/// How long `return_prefetched` waits for one more buffered delivery.
+const PREFETCH_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A consumer with manual acknowledgements, and the channel its deliveries are settled on.
 pub struct JobConsumer {
     pub channel: Channel,
@@ -45,6 +48,23 @@ pub async fn open_consumer(
 }
 
 impl JobConsumer {
+    /// Cancels the consumer and returns every delivery it had received but not handed out to
+    /// the queue, so another consumer can take them.
+    pub async fn return_prefetched(&mut self) {
+        if let Err(error) = self.cancel().await {
+            tracing::warn!(error.message = %error, "failed to cancel the consumer");
+        }
+        // After the cancel, the stream yields what it had buffered and then ends.
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(
+            PREFETCH_DRAIN_WAIT,
+            futures::StreamExt::next(&mut self.consumer),
+        )
+        .await
+        {
+            crate::pool::requeue(&delivery).await;
+        }
+    }
+
     /// Asks RabbitMQ to stop sending deliveries. Deliveries already received stay valid and
     /// can still be settled on this channel.
     pub async fn cancel(&self) -> Result<(), lapin::Error> {

@@ -177,8 +177,9 @@ impl Settings {
         Ok(())
     }
 
-    /// Loads the secrets of every provider a channel uses.
+    /// Loads the ledger's recipient hash key and the secrets of every provider a channel uses.
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        self.ledger.recipient_hash_key()?;
         for kind in ChannelKind::ALL {
             let name = self.channels.provider_for(kind)?;
             if let Some((name, provider)) = name.and_then(|n| self.providers.get_key_value(n)) {

@@ -118,6 +118,16 @@ fn broker_url_must_be_amqp() {
 fn missing_secret_names_env_variable() {
     let settings = load(&[]).unwrap();
     let error = settings.check_secrets().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("HERALD__LEDGER__RECIPIENT_HASH_KEY"),
+        "{error}"
+    );
+
+    let key = "unit-test-recipient-hash-key-0123";
+    let settings = load(&[("HERALD__LEDGER__RECIPIENT_HASH_KEY", key)]).unwrap();
+    let error = settings.check_secrets().unwrap_err();
     assert!(error.to_string().contains("HERALD__PROVIDERS__"), "{error}");
 }
 

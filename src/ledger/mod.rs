@@ -191,8 +191,11 @@ impl Ledger {
             .map(|migration| migration.version)
             .collect();
 
+        // `run_direct` takes the connection itself. `run` goes through sqlx's `Acquire`,
+        // whose future is not `Send` for every lifetime, so the daemon could not await it in
+        // a spawned task (sqlx-core 0.9.1 keeps `run_direct` public for this reason).
         MIGRATOR
-            .run(&mut *connection)
+            .run_direct(None, &mut *connection, false)
             .await
             .map_err(migrate_error)?;
 

@@ -214,6 +214,26 @@ impl Ledger {
     }
 }
 
+const REOPEN_SQL: &str = "
+UPDATE deliveries
+SET state = 'retrying', updated_at = now()
+WHERE job_id = $1 AND channel = $2 AND state IN ('dead_lettered', 'failed')";
+
+impl Ledger {
+    /// Makes a dead-lettered or failed channel claimable again, because an operator replays
+    /// it. Returns whether a row changed. A delivered channel stays delivered, so a replay
+    /// never sends it twice.
+    pub async fn reopen(&self, job_id: &JobId, channel: ChannelKind) -> Result<bool, LedgerError> {
+        let result = sqlx::query(REOPEN_SQL)
+            .bind(job_id.as_str())
+            .bind(channel.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
 fn truncate(text: &str, max_chars: usize) -> &str {
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => &text[..end],

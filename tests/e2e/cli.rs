@@ -18,7 +18,8 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-const CREDENTIALS: [(&str, &str); 5] = [
+const CREDENTIALS: [(&str, &str); 6] = [
+    ("HERALD__LEDGER__RECIPIENT_HASH_KEY", RECIPIENT_HASH_KEY),
     ("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.cli-test"),
     ("HERALD__PROVIDERS__TWILIO__ACCOUNT_SID", TWILIO_SID),
     ("HERALD__PROVIDERS__TWILIO__AUTH_TOKEN", "cli-test-token"),
@@ -61,7 +62,10 @@ fn missing_config_file_exits_78() {
 
 #[test]
 fn missing_secret_exits_78_naming_variable() {
-    let output = herald(&["check-config"], &[]);
+    let output = herald(
+        &["check-config"],
+        &[("HERALD__LEDGER__RECIPIENT_HASH_KEY", RECIPIENT_HASH_KEY)],
+    );
     assert_eq!(output.status.code(), Some(78));
     let message = stderr(&output);
     assert!(message.contains("providers.sendgrid.api_key"), "{message}");
@@ -159,4 +163,16 @@ async fn publish_rejects_invalid_job_unless_told() {
     assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
     assert_eq!(topology.depth(&topology.queue).await, 1);
     topology.delete().await;
+}
+
+#[test]
+fn missing_hash_key_exits_78_naming_variable() {
+    let output = herald(&["check-config"], &CREDENTIALS[1..]);
+    assert_eq!(output.status.code(), Some(78));
+    let message = stderr(&output);
+    assert!(message.contains("ledger.recipient_hash_key"), "{message}");
+    assert!(
+        message.contains("HERALD__LEDGER__RECIPIENT_HASH_KEY"),
+        "{message}"
+    );
 }

@@ -20,6 +20,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
+pub const RECIPIENT_HASH_KEY: &str = "e2e-test-recipient-hash-key-0123456789";
 pub const TWILIO_SID: &str = "AC00000000000000000000000000000000";
 pub const FCM_PROJECT: &str = "herald-test";
 pub const SERVICE_ACCOUNT: &str = concat!(
@@ -40,8 +42,45 @@ pub async fn broker() -> Connection {
         })
 }
 
+/// Opens a pool on the server's `postgres` database, failing the test with instructions
+/// when PostgreSQL is not running.
+pub async fn postgres() -> sqlx::PgPool {
+    sqlx::PgPool::connect(&format!("{POSTGRES_URL}/postgres"))
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "these tests need PostgreSQL at 127.0.0.1:5432 (user postgres, no password), which failed: {error}. \
+                 Start it with `bash .ci/services`."
+            )
+        })
+}
+
+/// Creates the ledger database that `env` points Herald at, unless it exists.
+pub async fn create_ledger_database(env: &[(String, String)]) {
+    let Some((_, url)) = env.iter().find(|(key, _)| key == "HERALD__LEDGER__URL") else {
+        return;
+    };
+    let name = url.rsplit('/').next().unwrap();
+    let admin = postgres().await;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&admin)
+        .await
+        .unwrap();
+    if exists.is_none() {
+        let create = format!("CREATE DATABASE \"{name}\"");
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    admin.close().await;
+}
+
 /// Exchange and queue names unique to one test, so tests can run in parallel.
 pub struct Topology {
+    /// The ledger database of this test, created when Herald first starts on it.
+    pub database: String,
     pub exchange: String,
     pub queue: String,
     pub dead_letter_exchange: String,
@@ -61,6 +100,7 @@ impl Topology {
             .as_nanos();
         let prefix = format!("herald-test.{test}.{nanos}");
         Topology {
+            database: format!("herald_e2e_{}_{nanos}", test.replace('-', "_")),
             exchange: format!("{prefix}.exchange"),
             queue: format!("{prefix}.jobs"),
             dead_letter_exchange: format!("{prefix}.dead-exchange"),
@@ -94,6 +134,11 @@ impl Topology {
                 &self.dead_letter_exchange,
             ),
             env_pair("HERALD__BROKER__DEAD_LETTER_QUEUE", &self.dead_letter_queue),
+            env_pair(
+                "HERALD__LEDGER__URL",
+                &format!("{POSTGRES_URL}/{}", self.database),
+            ),
+            env_pair("HERALD__LEDGER__RECIPIENT_HASH_KEY", RECIPIENT_HASH_KEY),
             env_pair("HERALD__BROKER__DELAY_EXCHANGE", &self.delay_exchange),
             env_pair(
                 "HERALD__BROKER__DELAY_QUEUE_PREFIX",
@@ -193,8 +238,13 @@ impl Topology {
         messages
     }
 
-    /// Deletes the test's queues and exchanges.
+    /// Deletes the test's queues, exchanges and ledger database.
     pub async fn delete(&self) {
+        let admin = postgres().await;
+        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+        admin.close().await;
+
         let connection = broker().await;
         let channel = connection.create_channel().await.unwrap();
         let mut queues = vec![self.queue.clone(), self.dead_letter_queue.clone()];
@@ -423,6 +473,7 @@ pub struct RunningHerald {
 impl RunningHerald {
     /// Starts `herald run` with `env` on top of test defaults and waits until it consumes.
     pub async fn start(env: Vec<(String, String)>) -> RunningHerald {
+        create_ledger_database(&env).await;
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .arg("run")

@@ -66,7 +66,12 @@ async fn permanent_failure_spares_siblings() {
         "channel failed",
         &[("channel", "sms"), ("job_id", "permanent-0")],
     )
-    .expect("the SMS failure is logged with its job id");
+    .unwrap_or_else(|| {
+        panic!(
+            "the SMS failure is not logged with its job id:\n{}",
+            herald.log_text()
+        )
+    });
     assert_eq!(
         field(&logs[failure], "error.code").and_then(|v| v.as_str()),
         Some("21211")

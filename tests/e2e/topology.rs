@@ -12,6 +12,7 @@ async fn undeclared_topology_keeps_herald_unready() {
     env.push(env_pair("HERALD__BROKER__DECLARE_TOPOLOGY", "false"));
     env.push(env_pair("HERALD__ADMIN__LISTEN", "127.0.0.1:0"));
     env.push(env_pair("HERALD__LOG__FORMAT", "json"));
+    create_ledger_database(&env).await;
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("run")
