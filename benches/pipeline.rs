@@ -213,6 +213,7 @@ async fn measure_herald(
     scratch: &Path,
 ) -> anyhow::Result<HeraldRun> {
     println!("\nphase 2: herald run end to end, through herald sandbox at zero latency");
+    topology.create_database().await?;
     publish_backlog(topology, backlog, jobs).await?;
 
     let sandbox = Sandbox::start().await?;
@@ -281,6 +282,8 @@ async fn connect() -> anyhow::Result<Connection> {
 }
 
 /// Exchange and queue names unique to one phase of one run.
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
 struct Topology {
     prefix: String,
 }
@@ -295,6 +298,22 @@ impl Topology {
 
     fn queue(&self) -> String {
         format!("{}.jobs", self.prefix)
+    }
+
+    /// Returns the name of this run's ledger database.
+    fn database(&self) -> String {
+        self.prefix.replace(['.', '-'], "_")
+    }
+
+    /// Creates this run's ledger database, so the measured run starts on an empty ledger.
+    async fn create_database(&self) -> anyhow::Result<()> {
+        let admin = sqlx::PgPool::connect(&format!("{POSTGRES_URL}/postgres")).await?;
+        let create = format!("CREATE DATABASE \"{}\"", self.database());
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        Ok(())
     }
 
     fn exchanges(&self) -> [String; 3] {
@@ -328,6 +347,14 @@ impl Topology {
                 format!("{}.delay", self.prefix),
             ),
             ("HERALD__RETRY__DELAY_TIERS_SECS", "5".to_owned()),
+            (
+                "HERALD__LEDGER__URL",
+                format!("{POSTGRES_URL}/{}", self.database()),
+            ),
+            (
+                "HERALD__LEDGER__RECIPIENT_HASH_KEY",
+                "herald-bench-recipient-hash-key".to_owned(),
+            ),
             ("HERALD__BROKER__PREFETCH", PREFETCH.to_string()),
         ]
         .into_iter()
@@ -336,6 +363,15 @@ impl Topology {
     }
 
     async fn delete(&self) -> anyhow::Result<()> {
+        let admin = sqlx::PgPool::connect(&format!("{POSTGRES_URL}/postgres")).await?;
+        let drop = format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.database()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
         let connection = connect().await?;
         let channel = connection.create_channel().await?;
         for queue in [

@@ -7,7 +7,7 @@ use sqlx::types::Uuid;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::job::{ChannelRequest, Job, Notification};
-use crate::ledger::{AttemptRecord, Claim, DeliveryState, Ledger, LedgerError, Recipient};
+use crate::ledger::{AttemptRecord, Claim, DeliveryState, Ledger, LedgerError, Outcome, Recipient};
 use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::retry::{RetryPolicy, send_with_retries};
@@ -165,7 +165,42 @@ async fn send_channel(
         outcome.attempts,
         report_outcome,
     );
-    report.with_claim(token)
+    drop(_entered);
+    finish_delivered(ledger, job, notification, report, token)
+        .instrument(span)
+        .await
+}
+
+/// Records a delivered channel in the ledger at once, so a crash before the job settles
+/// leaves no doubt about it. Other outcomes wait for their follow-ups, and a failed record
+/// leaves the claim with the report, to be finished before the ack.
+async fn finish_delivered(
+    ledger: &Ledger,
+    job: &Job,
+    notification: &Notification,
+    report: ChannelReport,
+    token: Uuid,
+) -> ChannelReport {
+    let ChannelOutcome::Delivered(delivered) = &report.outcome else {
+        return report.with_claim(token);
+    };
+    let outcome = Outcome::Delivered {
+        provider_message_id: delivered.message_id.clone(),
+    };
+    match ledger
+        .finish(&job.id, notification.kind(), token, &outcome)
+        .await
+    {
+        Ok(true) => report,
+        Ok(false) => {
+            warn!("the channel's claim was taken over before its delivery was recorded");
+            report
+        }
+        Err(error) => {
+            warn!(error.message = %error, "failed to record the delivery in the ledger; retrying before the ack");
+            report.with_claim(token)
+        }
+    }
 }
 
 /// Records each provider call in the ledger. A failure is logged and not fatal: the calls

@@ -601,6 +601,27 @@ impl RunningHerald {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGKILL, as a crash would.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("failed to run kill");
+        assert!(status.success(), "kill -KILL failed");
+    }
+
+    /// Waits for a process that was killed by a signal to be gone.
+    pub async fn wait_exit_by_signal(&mut self, timeout: Duration) {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("herald did not exit within {timeout:?}"))
+            .unwrap();
+        assert!(
+            status.code().is_none(),
+            "herald exited on its own: {status}"
+        );
+    }
+
     /// Sends SIGTERM and waits for the process to exit. Returns its exit code.
     pub async fn stop(mut self) -> i32 {
         self.terminate();

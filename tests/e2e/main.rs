@@ -8,6 +8,7 @@ mod helpers;
 mod cli;
 mod delivery;
 mod isolation;
+mod ledger;
 mod limits;
 mod poison;
 mod redelivery;
