@@ -40,6 +40,11 @@ impl ChannelOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             ChannelOutcome::Delivered(_) => "delivered",
+            ChannelOutcome::Failed(error)
+                if error.code.as_deref() == Some(crate::retry::DEFERRED) =>
+            {
+                "deferred"
+            }
             ChannelOutcome::Failed(error) => error.class.as_str(),
             ChannelOutcome::Expired => "expired",
             ChannelOutcome::NotConfigured => "not_configured",
@@ -106,7 +111,11 @@ async fn send_channel(
         ChannelRequest::Known(notification) => notification,
         ChannelRequest::Unknown { name } => {
             warn!(channel = %name, "job names an unknown channel; failing that channel");
-            return finish(metrics, "unknown", None, 0, ChannelOutcome::UnknownChannel);
+            // The metric label is bounded; the report keeps the name, so the dead letter
+            // carries the channel as the producer wrote it.
+            let mut report = finish(metrics, "unknown", None, 0, ChannelOutcome::UnknownChannel);
+            report.channel = name.clone();
+            return report;
         }
     };
     let channel = notification.kind().as_str();

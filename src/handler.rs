@@ -61,7 +61,8 @@ impl JobHandler {
                 }
             }
             () = shutdown.aborted() => {
-                warn!(delivery_tag = tag, "shutdown grace period ended; leaving the delivery for redelivery");
+                let job_id = job::salvage_id(&delivery.data);
+                warn!(job_id = job_id.as_ref().map(|id| id.as_str()), delivery_tag = tag, "shutdown grace period ended; leaving the delivery for redelivery");
                 self.metrics.job_abandoned();
             }
         }
@@ -88,7 +89,17 @@ impl JobHandler {
                 metrics: &self.metrics,
             };
             let reports = fan_out(&job, &context).await;
-            let outcome = job_outcome(&reports);
+            let retrying = reports.iter().any(|report| {
+                matches!(
+                    self.redelivery.follow_up(report, round),
+                    Some(FollowUp::Retry { .. })
+                )
+            });
+            let outcome = if retrying {
+                "retrying"
+            } else {
+                job_outcome(&reports)
+            };
             let settled = self.settle(delivery, &job.id, round, &reports).await;
             if settled {
                 info!(outcome, "job settled");
@@ -239,7 +250,7 @@ impl JobHandler {
         let queue = self.broker.delay_queue(tier_secs);
         self.publisher
             .publish(
-                &self.broker.delay_exchange,
+                &self.broker.delay_exchange(),
                 &queue,
                 body,
                 table,
@@ -270,7 +281,11 @@ impl JobHandler {
                 "application/json",
             )
             .await?;
-        self.metrics.dead_lettered(&report.channel, reason);
+        let channel_label = match report.outcome {
+            ChannelOutcome::UnknownChannel => "unknown",
+            _ => report.channel.as_str(),
+        };
+        self.metrics.dead_lettered(channel_label, reason);
         warn!(channel = %report.channel, provider = report.provider.as_deref(), reason, "channel dead-lettered");
         Ok(())
     }

@@ -43,7 +43,7 @@ async fn execute(command: Command, settings: Settings) -> ExitCode {
     match command {
         Command::Run => run(settings).await,
         Command::CheckConfig => {
-            if let Err(error) = settings.check_secrets() {
+            if let Err(error) = check_credentials(&settings) {
                 eprintln!("herald: {error}");
                 return ExitCode::from(EXIT_CONFIG);
             }
@@ -115,6 +115,20 @@ async fn sandbox(args: herald::sandbox::SandboxArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&format!("sandbox failed: {error}")),
     }
+}
+
+/// Loads every secret and builds every provider adapter, as `herald run` does at start, so
+/// a key file that exists but does not hold a usable key is reported too.
+fn check_credentials(settings: &Settings) -> Result<(), herald::config::ConfigError> {
+    settings.check_secrets()?;
+    let client = herald::providers::http::build_client(&settings.http).map_err(|error| {
+        herald::config::ConfigError::invalid(
+            "http",
+            format!("failed to build the HTTP client: {error}"),
+        )
+    })?;
+    let metrics = std::sync::Arc::new(herald::metrics::Metrics::new());
+    herald::routes::Routes::build(settings, &client, &metrics).map(drop)
 }
 
 async fn run(settings: Settings) -> ExitCode {

@@ -21,7 +21,14 @@ const WAIT_BUCKETS: &[f64] = &[
 ];
 
 /// Values of the `outcome` label of `herald_jobs_completed_total`.
-const JOB_OUTCOMES: [&str; 5] = ["delivered", "partial", "failed", "expired", "poison"];
+const JOB_OUTCOMES: [&str; 6] = [
+    "delivered",
+    "retrying",
+    "partial",
+    "failed",
+    "expired",
+    "poison",
+];
 /// Values of the `reason` label of `herald_poison_jobs_total`.
 const POISON_REASONS: [&str; 3] = ["invalid_json", "invalid_job", "too_large"];
 /// Values of the `outcome` label of `herald_channel_sends_total` for a routed channel.
@@ -79,7 +86,7 @@ impl Metrics {
             ),
             jobs_completed: counter_vec(
                 "herald_jobs_completed_total",
-                "Jobs settled, by outcome: delivered (every channel delivered), partial, failed, expired, poison.",
+                "Deliveries of jobs settled, by outcome: delivered (every channel delivered), retrying (a channel goes to a delay queue), partial, failed, expired, poison.",
                 &["outcome"],
             ),
             poison_jobs: counter_vec(

@@ -11,6 +11,7 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         .map_err(|error| format!("invalid configuration key `log.level`: {error}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -100,7 +100,7 @@ async fn declare_delay_queues(
     };
     channel
         .exchange_declare(
-            config.delay_exchange.as_str().into(),
+            config.delay_exchange().as_str().into(),
             ExchangeKind::Direct,
             durable,
             FieldTable::default(),
@@ -133,7 +133,7 @@ async fn declare_delay_queues(
         channel
             .queue_bind(
                 queue.as_str().into(),
-                config.delay_exchange.as_str().into(),
+                config.delay_exchange().as_str().into(),
                 queue.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),

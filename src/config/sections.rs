@@ -46,10 +46,21 @@ impl BrokerConfig {
         Duration::from_secs(self.reconnect_max_backoff_secs)
     }
 
-    /// Returns the name of the delay queue for `seconds`, such as `herald.delay.5s`. It is
-    /// also the routing key that binds it to the delay exchange.
+    /// Returns the delay exchange: `delay_exchange`, or `<exchange>.delay` when it is empty.
+    pub fn delay_exchange(&self) -> String {
+        match self.delay_exchange.as_str() {
+            "" => format!("{}.delay", self.exchange),
+            name => name.to_owned(),
+        }
+    }
+
+    /// Returns the name of the delay queue for `seconds`, such as `herald.jobs.delay.5s`. It
+    /// is also the routing key that binds it to the delay exchange.
     pub fn delay_queue(&self, seconds: u64) -> String {
-        format!("{}.{seconds}s", self.delay_queue_prefix)
+        match self.delay_queue_prefix.as_str() {
+            "" => format!("{}.delay.{seconds}s", self.queue),
+            prefix => format!("{prefix}.{seconds}s"),
+        }
     }
 
     /// Returns the URL with the heartbeat and connection timeout added as query parameters,
@@ -90,11 +101,17 @@ impl BrokerConfig {
             ("broker.queue", &self.queue),
             ("broker.dead_letter_exchange", &self.dead_letter_exchange),
             ("broker.dead_letter_queue", &self.dead_letter_queue),
-            ("broker.delay_exchange", &self.delay_exchange),
-            ("broker.delay_queue_prefix", &self.delay_queue_prefix),
         ] {
             if value.is_empty() || value.len() > 255 {
                 return Err(ConfigError::invalid(key, "must be 1 to 255 bytes long"));
+            }
+        }
+        for (key, value) in [
+            ("broker.delay_exchange", &self.delay_exchange),
+            ("broker.delay_queue_prefix", &self.delay_queue_prefix),
+        ] {
+            if value.len() > 240 {
+                return Err(ConfigError::invalid(key, "must be at most 240 bytes long"));
             }
         }
         if self.queue == self.dead_letter_queue {

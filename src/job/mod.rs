@@ -101,9 +101,11 @@ impl Job {
 
         let raw: RawJob = match serde_json::from_slice(body) {
             Ok(raw) => raw,
-            Err(error) if error.is_data() => {
+            Err(error) if error.is_data() && !looks_like_object(body) => {
                 return Err(JobError::field("$", "the job must be a JSON object"));
             }
+            // A data error inside an object, such as a duplicate `id`: serde names it.
+            Err(error) if error.is_data() => return Err(JobError::field("$", error.to_string())),
             Err(error) => return Err(JobError::InvalidJson(error.to_string())),
         };
 
@@ -133,6 +135,12 @@ impl Job {
 pub fn salvage_id(body: &[u8]) -> Option<JobId> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     JobId::parse(value.get("id")?.as_str()?).ok()
+}
+
+fn looks_like_object(body: &[u8]) -> bool {
+    body.iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|byte| *byte == b'{')
 }
 
 fn parse_expiry(value: serde_json::Value) -> Result<DateTime<Utc>, JobError> {

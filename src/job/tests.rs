@@ -269,3 +269,14 @@ fn salvage_id_reads_id_from_invalid_job() {
     assert_eq!(salvage_id(body).unwrap().as_str(), "order-7");
     assert_eq!(salvage_id(b"garbage"), None);
 }
+
+#[test]
+fn duplicate_id_is_named() {
+    let body =
+        br#"{"id": "a", "id": "b", "channels": {"sms": {"to": "+15555550123", "body": "x"}}}"#;
+    let error = Job::parse(body, LIMIT).unwrap_err();
+    assert!(
+        error.to_string().contains("duplicate field `id`"),
+        "{error}"
+    );
+}

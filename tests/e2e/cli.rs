@@ -176,3 +176,18 @@ fn missing_hash_key_exits_78_naming_variable() {
         "{message}"
     );
 }
+
+#[test]
+fn check_config_rejects_unusable_key_file() {
+    let not_a_key = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut env = CREDENTIALS.to_vec();
+    env.retain(|(key, _)| *key != "HERALD__PROVIDERS__FCM__SERVICE_ACCOUNT_FILE");
+    env.push(("HERALD__PROVIDERS__FCM__SERVICE_ACCOUNT_FILE", not_a_key));
+    let output = herald(&["check-config"], &env);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("providers.fcm"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -130,7 +130,7 @@ async fn timeout_spares_siblings() {
     herald
         .wait_for_metric(
             "herald_jobs_completed_total",
-            &[("outcome", "partial")],
+            &[("outcome", "retrying")],
             JOBS as f64,
             Duration::from_secs(30),
         )

@@ -369,3 +369,35 @@ async fn replay_resends_only_the_failed_channel() {
     assert_eq!(left[0].headers["x-herald-reason"], "invalid_json");
     fixture.topology.delete().await;
 }
+
+#[tokio::test]
+async fn unknown_channel_dead_letter_keeps_its_content() {
+    let fixture = Fixture::new("unknown-channel").await;
+    let herald = fixture.start(&[]).await;
+    let mut with_fax = job("fax-1", 1, &["email"]);
+    with_fax["channels"]["fax"] = serde_json::json!({"to": "+15555550199", "pages": 3});
+    fixture.topology.publish_jobs(&[with_fax]).await;
+    herald
+        .wait_for_metric(
+            "herald_dead_letters_total",
+            &[("channel", "unknown"), ("reason", "unknown_channel")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(herald.stop().await, 0);
+
+    let dead = fixture
+        .topology
+        .drain(&fixture.topology.dead_letter_queue)
+        .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].headers["x-herald-channel"], "fax");
+    let body: serde_json::Value = serde_json::from_slice(&dead[0].body).unwrap();
+    assert_eq!(
+        body["channels"]["fax"]["pages"], 3,
+        "the channel's content survives: {body}"
+    );
+    assert_eq!(fixture.providers.email_requests().await.len(), 1);
+    fixture.topology.delete().await;
+}
