@@ -147,9 +147,7 @@ async fn send_channel(
     let outcome = send_with_retries(route, policy, request_for(job, notification), metrics)
         .instrument(span.clone())
         .await;
-    record_calls(ledger, job, notification, &outcome.calls)
-        .instrument(span.clone())
-        .await;
+
     // Entered only now: a guard held across an await would lend this span to whatever
     // else the thread polls meanwhile.
     let _entered = span.enter();
@@ -175,9 +173,13 @@ async fn send_channel(
         report_outcome,
     );
     drop(_entered);
-    finish_delivered(ledger, job, notification, report, token)
+    let report = finish_delivered(ledger, job, notification, report, token)
+        .instrument(span.clone())
+        .await;
+    record_calls(ledger, job, notification, &outcome.calls)
         .instrument(span)
-        .await
+        .await;
+    report
 }
 
 /// Records a delivered channel in the ledger at once, so a crash before the job settles
