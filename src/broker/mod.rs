@@ -17,11 +17,11 @@ pub use topology::declare;
 
 use crate::config::{BrokerConfig, mask_password};
 
-/// Opens a connection named `herald-<purpose>`, so operators can tell Herald's connections
-/// apart in the management UI.
+/// Opens a connection named `herald-<purpose> <host>/<pid>`, so operators can tell Herald's
+/// connections apart, and see which process holds one, in the management UI.
 pub async fn connect(config: &BrokerConfig, purpose: &str) -> Result<Connection, lapin::Error> {
-    let properties =
-        ConnectionProperties::default().with_connection_name(format!("herald-{purpose}").into());
+    let name = format!("herald-{purpose} {}", crate::ledger::instance_id());
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
     let connection = Connection::connect(&config.connection_url(), properties).await?;
     tracing::info!(
         broker = %mask_password(&config.url),

@@ -241,7 +241,9 @@ impl Ledger {
 
 /// Returns `HOSTNAME/PID`. In Kubernetes `HOSTNAME` is the pod name, which makes a stuck
 /// claim traceable to its pod.
-fn instance_id() -> String {
+/// Returns `HOSTNAME/PID`, which names this process in the ledger and in its broker
+/// connections.
+pub fn instance_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

@@ -12,11 +12,11 @@ use crate::helpers::*;
 
 const LATENCY: Duration = Duration::from_millis(200);
 /// Requests each provider may have under way.
-const MAX_IN_FLIGHT: usize = 64;
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
 /// Settings for a fast, crash-tolerant run: limits far above the offered load, and a short
 /// reclaim so stale claims are taken over within the test.
-fn settings() -> Vec<(String, String)> {
+pub(crate) fn settings() -> Vec<(String, String)> {
     let mut settings = vec![
         env_pair("HERALD__RETRY__IN_PLACE_ATTEMPTS", "1"),
         env_pair("HERALD__HTTP__REQUEST_TIMEOUT_MS", "3000"),
@@ -41,7 +41,7 @@ fn settings() -> Vec<(String, String)> {
     settings
 }
 
-async fn slow_providers(fixture: &Fixture) {
+pub(crate) async fn slow_providers(fixture: &Fixture) {
     Mock::given(method("POST"))
         .and(path("/v3/mail/send"))
         .respond_with(
@@ -78,7 +78,7 @@ async fn slow_providers(fixture: &Fixture) {
 
 /// Counts the requests each recipient received, per channel. Job `i` of `job()` has its
 /// own email address, phone number and device token.
-async fn requests_per_recipient(providers: &Providers) -> [HashMap<String, usize>; 3] {
+pub(crate) async fn requests_per_recipient(providers: &Providers) -> [HashMap<String, usize>; 3] {
     let mut emails = HashMap::new();
     for request in providers.email_requests().await {
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
@@ -105,7 +105,7 @@ async fn requests_per_recipient(providers: &Providers) -> [HashMap<String, usize
 }
 
 /// Waits until every one of `jobs` jobs reached every channel's provider at least once.
-async fn wait_all_sent(
+pub(crate) async fn wait_all_sent(
     providers: &Providers,
     jobs: usize,
     timeout: Duration,
@@ -129,7 +129,7 @@ async fn wait_all_sent(
 }
 
 /// Counts the ledger's delivered channels.
-async fn delivered_rows(topology: &Topology) -> i64 {
+pub(crate) async fn delivered_rows(topology: &Topology) -> i64 {
     let pool = sqlx::PgPool::connect(&format!("{POSTGRES_URL}/{}", topology.database))
         .await
         .expect("the test's ledger database exists");
@@ -143,7 +143,7 @@ async fn delivered_rows(topology: &Topology) -> i64 {
 }
 
 /// Waits until the ledger shows `rows` delivered channels.
-async fn wait_all_delivered(topology: &Topology, rows: i64, timeout: Duration) {
+pub(crate) async fn wait_all_delivered(topology: &Topology, rows: i64, timeout: Duration) {
     let pool = sqlx::PgPool::connect(&format!("{POSTGRES_URL}/{}", topology.database))
         .await
         .expect("the test's ledger database exists");
@@ -166,7 +166,7 @@ async fn wait_all_delivered(topology: &Topology, rows: i64, timeout: Duration) {
     pool.close().await;
 }
 
-fn repeated(counts: &[HashMap<String, usize>; 3]) -> usize {
+pub(crate) fn repeated(counts: &[HashMap<String, usize>; 3]) -> usize {
     counts
         .iter()
         .flat_map(|per_recipient| per_recipient.values())
@@ -174,7 +174,7 @@ fn repeated(counts: &[HashMap<String, usize>; 3]) -> usize {
         .sum()
 }
 
-fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
     settings
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -14,6 +14,7 @@ mod limits;
 mod outage;
 mod poison;
 mod proxy;
+mod recovery;
 mod redelivery;
 mod retry;
 mod shutdown;

@@ -1,0 +1,148 @@
+//! Broker connection loss: a forced close under load and a deleted work queue. Herald
+//! reconnects, declares its topology again and resumes, and nothing is lost or sent twice.
+
+use std::time::Duration;
+
+use crate::crash::{
+    borrowed, repeated, settings, slow_providers, wait_all_delivered, wait_all_sent,
+};
+use crate::helpers::*;
+
+/// Returns how often the broker has logged an acknowledgement for an unknown delivery tag.
+fn unknown_tag_errors() -> usize {
+    std::fs::read_dir("/var/log/rabbitmq")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                .map(|text| text.matches("unknown delivery tag").count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Closes Herald's consuming connection from the broker side, as an operator or a broker
+/// failover would.
+fn force_close_consumer(herald_pid: i32) {
+    let listing = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl is installed with RabbitMQ");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let suffix = format!("/{herald_pid}\"");
+    let line = text
+        .lines()
+        .find(|line| line.contains("herald-consume") && line.contains(&suffix))
+        .unwrap_or_else(|| panic!("no consuming connection of pid {herald_pid} in:\n{text}"));
+    let connection = line.split_whitespace().next().unwrap();
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", connection, "closed by a Herald test"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "rabbitmqctl close_connection failed");
+}
+
+#[tokio::test]
+async fn forced_close_under_load_loses_nothing() {
+    const JOBS: u64 = 300;
+    let unknown_tags_before = unknown_tag_errors();
+    let fixture = Fixture::new("forced-close").await;
+    slow_providers(&fixture).await;
+    let settings = settings();
+    let herald = fixture.start(&borrowed(&settings)).await;
+
+    let jobs: Vec<_> = (0..JOBS)
+        .map(|i| job(&format!("close-{i}"), i, &["email", "sms", "push"]))
+        .collect();
+    fixture.topology.publish_jobs(&jobs).await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            30.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    force_close_consumer(herald.pid());
+    herald
+        .wait_for_log(Duration::from_secs(15), |line| {
+            message(line) == "broker session ended; reconnecting"
+        })
+        .await;
+
+    wait_all_delivered(&fixture.topology, 3 * JOBS as i64, Duration::from_secs(120)).await;
+    let counts = wait_all_sent(&fixture.providers, JOBS as usize, Duration::from_secs(5)).await;
+    let metrics = herald.metrics().await;
+    let possible = metric_value(&metrics, "herald_possible_duplicates_total", &[]) as usize;
+    assert!(
+        repeated(&counts) <= possible,
+        "a channel was sent twice without being counted"
+    );
+    assert_eq!(
+        metric_value(&metrics, "herald_consuming", &[]),
+        1.0,
+        "consuming again"
+    );
+    assert_eq!(herald.stop().await, 0);
+    assert_eventually_waiting(&fixture.topology, 0).await;
+    assert_eq!(
+        unknown_tag_errors(),
+        unknown_tags_before,
+        "an ack went to a channel that did not deliver it"
+    );
+    fixture.topology.delete().await;
+}
+
+#[tokio::test]
+async fn deleted_queue_is_declared_again() {
+    let fixture = Fixture::new("deleted-queue").await;
+    let herald = fixture.start(&[]).await;
+
+    let connection = broker().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            fixture.topology.queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+
+    herald
+        .wait_for_log(Duration::from_secs(15), |line| {
+            message(line) == "broker session ended; reconnecting"
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let consuming = herald
+            .logs()
+            .iter()
+            .filter(|line| message(line) == "consuming")
+            .count();
+        if consuming >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Herald did not consume again:\n{}",
+            herald.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fixture
+        .topology
+        .publish_jobs(&[job("after-delete-1", 1, &["email"])])
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(herald.stop().await, 0);
+    fixture.topology.delete().await;
+}
