@@ -254,10 +254,12 @@ impl Daemon {
                     if reported {
                         info!("ledger reachable again; resuming consumption");
                     }
+                    self.metrics.set_ledger_available(true);
                     self.ledger_gate.open();
                     return true;
                 }
                 Err(error) if !reported => {
+                    self.metrics.set_ledger_available(false);
                     warn!(error.message = %error, "ledger unavailable; waiting for it before consuming");
                     reported = true;
                 }

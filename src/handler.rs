@@ -128,6 +128,7 @@ impl JobHandler {
         if let Some(reason) = unavailable {
             warn!(error.message = %reason, "ledger unavailable; requeueing the job and pausing consumption");
             self.ledger_gate.close();
+            self.metrics.set_ledger_available(false);
             self.requeue(delivery).await;
             return false;
         }
@@ -144,6 +145,7 @@ impl JobHandler {
             error!(error.message = %error, "failed to record outcomes in the ledger; requeueing the job");
             if error.is_unavailable() {
                 self.ledger_gate.close();
+                self.metrics.set_ledger_available(false);
             }
             self.requeue(delivery).await;
             return false;

@@ -74,6 +74,7 @@ pub struct Metrics {
     jobs_in_flight: IntGauge,
     broker_connected: IntGauge,
     consuming: IntGauge,
+    ledger_available: IntGauge,
 }
 
 impl Metrics {
@@ -149,6 +150,10 @@ impl Metrics {
                 "herald_broker_connected",
                 "1 while the connection to RabbitMQ is open, else 0.",
             ),
+            ledger_available: gauge(
+                "herald_ledger_available",
+                "1 while the PostgreSQL delivery ledger answers, else 0. Consumption pauses while it is 0.",
+            ),
             consuming: gauge(
                 "herald_consuming",
                 "1 while Herald consumes from the work queue, else 0. Readiness follows it.",
@@ -197,7 +202,8 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(self.ledger_available.clone()),
             Box::new(self.possible_duplicates.clone()),
             Box::new(self.delayed_retries.clone()),
             Box::new(self.dead_letters.clone()),
@@ -307,6 +313,10 @@ impl Metrics {
 
     pub fn set_consuming(&self, consuming: bool) {
         self.consuming.set(i64::from(consuming));
+    }
+
+    pub fn set_ledger_available(&self, available: bool) {
+        self.ledger_available.set(i64::from(available));
     }
 
     pub fn is_consuming(&self) -> bool {
