@@ -42,6 +42,27 @@ fn force_close_consumer(herald_pid: i32) {
     assert!(status.success(), "rabbitmqctl close_connection failed");
 }
 
+/// Waits until Herald has started consuming a second time, after a reconnection.
+async fn wait_for_second_consumer(herald: &RunningHerald) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let consuming = herald
+            .logs()
+            .iter()
+            .filter(|line| message(line) == "consuming")
+            .count();
+        if consuming >= 2 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Herald did not consume again:\n{}",
+            herald.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn forced_close_under_load_loses_nothing() {
     const JOBS: u64 = 300;
@@ -83,8 +104,10 @@ async fn forced_close_under_load_loses_nothing() {
         1.0,
         "consuming again"
     );
-    assert_eq!(herald.stop().await, 0);
+    // Channels that found another delivery holding their claim come back from a
+    // delay queue to be skipped; wait for them while Herald still consumes.
     assert_eventually_waiting(&fixture.topology, 0).await;
+    assert_eq!(herald.stop().await, 0);
     assert_eq!(
         unknown_tag_errors(),
         unknown_tags_before,
@@ -144,5 +167,52 @@ async fn deleted_queue_is_declared_again() {
         )
         .await;
     assert_eq!(herald.stop().await, 0);
+    fixture.topology.delete().await;
+}
+
+#[tokio::test]
+async fn silent_broker_is_detected_by_heartbeats() {
+    const HEARTBEAT_SECS: u64 = 2;
+    let fixture = Fixture::new("silent-broker").await;
+    let proxy = crate::proxy::CuttableProxy::start("127.0.0.1:5672").await;
+    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.address);
+    let heartbeat = HEARTBEAT_SECS.to_string();
+    let herald = fixture
+        .start(&[
+            ("HERALD__BROKER__URL", &proxied),
+            ("HERALD__BROKER__HEARTBEAT_SECS", &heartbeat),
+        ])
+        .await;
+
+    proxy.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    herald
+        .wait_for_log(Duration::from_secs(4 * HEARTBEAT_SECS), |line| {
+            message(line) == "broker session ended; reconnecting"
+        })
+        .await;
+    let detected_after = frozen_at.elapsed();
+    // Two heartbeat intervals, plus the client's check interval of half a heartbeat.
+    let bound = Duration::from_millis(2500 * HEARTBEAT_SECS + 500);
+    assert!(
+        detected_after <= bound,
+        "a silent broker was noticed after {detected_after:?}, not within {bound:?}"
+    );
+
+    wait_for_second_consumer(&herald).await;
+    fixture
+        .topology
+        .publish_jobs(&[job("after-silence-1", 1, &["email"])])
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(herald.stop().await, 0);
+    drop(proxy);
     fixture.topology.delete().await;
 }
