@@ -244,7 +244,7 @@ impl Daemon {
         Ok(())
     }
 
-    /// Waits until the ledger answers, applying migrations first when configured. Returns
+    /// Waits until the ledger responds, applying migrations first when configured. Returns
     /// `false` if shutdown began meanwhile.
     async fn wait_for_ledger(&self, shutdown: &Shutdown) -> bool {
         let mut reported = false;

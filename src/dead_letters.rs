@@ -26,7 +26,7 @@ pub struct DeadLetterKind {
     pub error_code: String,
 }
 
-/// Which dead letters `herald dead replay` moves.
+/// The filter that selects the dead letters `herald dead replay` moves.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
     /// Only these reasons; empty means every reason.

@@ -76,7 +76,7 @@ pub struct ChannelReport {
     pub claim: Option<Uuid>,
 }
 
-/// What every channel send of a job shares.
+/// The shared context of a job's channel sends.
 pub struct FanOut<'a> {
     pub routes: &'a Routes,
     pub policy: &'a RetryPolicy,

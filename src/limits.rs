@@ -3,7 +3,7 @@
 //! Each provider has a token bucket (governor's GCRA: a sustained rate and a burst) and a
 //! cap on requests under way. A send first takes an in-flight slot, then waits for a rate
 //! permit, so requests leave at the configured rate even when a slow provider frees many
-//! slots at once. When the provider answers 429 with a `Retry-After`, the whole provider
+//! slots at once. When the provider returns 429 with a `Retry-After`, the whole provider
 //! pauses for that long, for every worker.
 //!
 //! Waiting is bounded: a send that would wait longer than `limits.max_permit_wait_secs` is
@@ -123,7 +123,7 @@ impl ProviderLimits {
     }
 
     /// Stops every send through this provider for `duration`, as a 429 with `Retry-After`
-    /// asks. A pause never shortens one already in force.
+    /// requests. A pause never shortens one already in force.
     pub fn pause(&self, duration: Duration) {
         let until = Instant::now() + duration;
         let mut paused = self.paused_until.lock().expect("pause lock poisoned");

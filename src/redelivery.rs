@@ -25,7 +25,7 @@ pub struct RedeliveryPolicy {
     pub tiers: Vec<u64>,
 }
 
-/// What to do with one channel after its delivery.
+/// The follow-up action for one channel after its delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FollowUp {
     /// Publish the channel to the delay queue of `tier_secs`; it comes back as round
