@@ -155,7 +155,9 @@ async fn broker_restart_under_load_loses_nothing() {
         repeated <= possible,
         "{repeated} channels sent twice, {possible} counted as possible duplicates"
     );
-    assert_eq!(metric_value(&metrics, "herald_consuming", &[]), 1.0);
+    herald
+        .wait_for_metric("herald_consuming", &[], 1.0, Duration::from_secs(30))
+        .await;
     assert_eq!(herald.stop().await, 0);
     fixture.topology.delete().await;
 }

@@ -99,11 +99,11 @@ async fn forced_close_under_load_loses_nothing() {
         repeated(&counts) <= possible,
         "a channel was sent twice without being counted"
     );
-    assert_eq!(
-        metric_value(&metrics, "herald_consuming", &[]),
-        1.0,
-        "consuming again"
-    );
+    // Under load the ledger can time out and pause consumption for a moment, so consuming
+    // is awaited rather than read once.
+    herald
+        .wait_for_metric("herald_consuming", &[], 1.0, Duration::from_secs(30))
+        .await;
     // Channels that found another delivery holding their claim come back from a
     // delay queue to be skipped; wait for them while Herald still consumes.
     assert_eventually_waiting(&fixture.topology, 0).await;
