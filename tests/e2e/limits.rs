@@ -73,7 +73,7 @@ struct BucketResponder {
 
 /// Loopback delivery can shift two requests closer by a few milliseconds than Herald sent
 /// them; the mock allows this much for it.
-const DELIVERY_SKEW: Duration = Duration::from_millis(25);
+const DELIVERY_SKEW: Duration = Duration::from_millis(50);
 
 impl Respond for BucketResponder {
     fn respond(&self, _request: &Request) -> ResponseTemplate {

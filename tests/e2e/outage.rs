@@ -11,6 +11,19 @@ const BEFORE: u64 = 20;
 const DURING: u64 = 30;
 const OUTAGE: Duration = Duration::from_secs(30);
 
+/// Waits until `/health/ready` answers `status`. Under the load of the whole suite the
+/// ledger can time out for a moment, so readiness is polled rather than read once.
+async fn wait_ready(herald: &RunningHerald, status: u16, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while ready(herald).await != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health/ready did not answer {status} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn ready(herald: &RunningHerald) -> u16 {
     reqwest::get(format!("http://{}/health/ready", herald.admin))
         .await
@@ -51,7 +64,7 @@ async fn ledger_outage_pauses_and_resumes() {
             Duration::from_secs(20),
         )
         .await;
-    assert_eq!(ready(&herald).await, 200);
+    wait_ready(&herald, 200, Duration::from_secs(15)).await;
 
     proxy.cut();
     fixture
@@ -97,7 +110,7 @@ async fn ledger_outage_pauses_and_resumes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         per_job = email_job_ids(&fixture.providers).await;
     }
-    assert_eq!(ready(&herald).await, 200);
+    wait_ready(&herald, 200, Duration::from_secs(15)).await;
 
     let metrics = herald.metrics().await;
     let repeated: usize = per_job.values().map(|count| count - 1).sum();
