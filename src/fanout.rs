@@ -29,7 +29,7 @@ pub enum ChannelOutcome {
     /// The ledger shows the channel ended for good (failed permanently, dead-lettered or
     /// expired) in an earlier delivery, so it was not sent.
     AlreadySettled(DeliveryState),
-    /// Another worker holds a fresh claim on the channel and may be sending it now.
+    /// Another worker has a fresh claim on the channel and may be sending it now.
     InProgress,
     /// The ledger could not be reached, so the channel was not sent.
     LedgerUnavailable(String),
@@ -266,7 +266,7 @@ fn claimed(
             Err(ChannelOutcome::AlreadySettled(state))
         }
         Ok(Claim::Busy) => {
-            info!("another worker holds the channel's claim; checking again later");
+            info!("channel claimed by another worker; checking again later");
             Err(ChannelOutcome::InProgress)
         }
         Err(ledger_error) => {

@@ -25,9 +25,9 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     pub max_delay: Duration,
     pub max_retry_after: Duration,
-    /// Longest wait for a rate-limit permit before the channel is deferred.
+    /// Maximum wait for a rate-limit permit before the channel is deferred.
     pub max_permit_wait: Duration,
-    /// Longest provider pause a 429 can impose on the whole provider.
+    /// Maximum pause a 429 can impose on the whole provider.
     pub max_pause: Duration,
 }
 

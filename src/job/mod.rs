@@ -50,7 +50,7 @@ impl ChannelRequest {
     }
 }
 
-/// Why a job body was rejected. Every variant makes the job a poison job.
+/// The reason a job body was rejected. Every variant makes the job a poison job.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum JobError {
     #[error("job body is {size} bytes, more than the limit of {limit} bytes")]

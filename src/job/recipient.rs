@@ -8,11 +8,11 @@ use sha2::{Digest, Sha256};
 
 use super::JobError;
 
-/// Longest email address accepted, in bytes (RFC 5321 path limit less the angle brackets).
+/// Maximum length of an email address, in bytes (RFC 5321 path limit less the angle brackets).
 const MAX_EMAIL_LEN: usize = 254;
-/// Longest local part of an email address, in bytes (RFC 5321).
+/// Maximum length of the local part of an email address, in bytes (RFC 5321).
 const MAX_LOCAL_PART_LEN: usize = 64;
-/// Longest device token accepted, in bytes. FCM registration tokens are about 160 bytes and
+/// Maximum length of a device token, in bytes. FCM registration tokens are about 160 bytes and
 /// APNs tokens 64 hex digits, so this leaves room without admitting whole documents.
 const MAX_TOKEN_LEN: usize = 4096;
 
