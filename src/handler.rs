@@ -23,8 +23,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::broker::{PublishError, Publisher, headers};
 use crate::config::BrokerConfig;
 use crate::fanout::{ChannelOutcome, ChannelReport, FanOut, fan_out, job_outcome};
-use crate::job::{self, Job, JobError};
-use crate::ledger::{LastError, Ledger, Outcome};
+use crate::job::{self, ChannelKind, Job, JobError, JobId};
+use crate::ledger::{LastError, Ledger, LedgerError, Outcome};
 use crate::metrics::Metrics;
 use crate::redelivery::{FollowUp, RedeliveryPolicy, single_channel_body};
 use crate::retry::{DEFERRED, RetryPolicy};
@@ -89,18 +89,23 @@ impl JobHandler {
                 metrics: &self.metrics,
             };
             let reports = fan_out(&job, &context).await;
-            let retrying = reports.iter().any(|report| {
-                matches!(
-                    self.redelivery.follow_up(report, round),
-                    Some(FollowUp::Retry { .. })
-                )
-            });
+            // Decided once: a delayed retry's tier is random, and the publish and the
+            // ledger record must agree on it.
+            let follow_ups: Vec<Option<FollowUp>> = reports
+                .iter()
+                .map(|report| self.redelivery.follow_up(report, round))
+                .collect();
+            let retrying = follow_ups
+                .iter()
+                .any(|follow_up| matches!(follow_up, Some(FollowUp::Retry { .. })));
             let outcome = if retrying {
                 "retrying"
             } else {
                 job_outcome(&reports)
             };
-            let settled = self.settle(delivery, &job.id, round, &reports).await;
+            let settled = self
+                .settle(delivery, &job.id, round, &reports, &follow_ups)
+                .await;
             if settled {
                 info!(outcome, "job settled");
             }
@@ -117,9 +122,10 @@ impl JobHandler {
     async fn settle(
         &self,
         delivery: &Delivery,
-        job_id: &crate::job::JobId,
+        job_id: &JobId,
         round: u32,
         reports: &[ChannelReport],
+        follow_ups: &[Option<FollowUp>],
     ) -> bool {
         let unavailable: Option<String> = reports.iter().find_map(|report| match &report.outcome {
             ChannelOutcome::LedgerUnavailable(reason) => Some(reason.clone()),
@@ -134,14 +140,14 @@ impl JobHandler {
         }
 
         if let Err(error) = self
-            .publish_follow_ups(delivery, job_id.as_str(), round, reports)
+            .publish_follow_ups(delivery, job_id.as_str(), round, reports, follow_ups)
             .await
         {
             error!(error.message = %error, "failed to publish a retry or dead letter; requeueing the job");
             self.requeue(delivery).await;
             return false;
         }
-        if let Err(error) = self.finish_claims(job_id, round, reports).await {
+        if let Err(error) = self.finish_claims(job_id, reports, follow_ups).await {
             error!(error.message = %error, "failed to record outcomes in the ledger; requeueing the job");
             if error.is_unavailable() {
                 self.ledger_gate.close();
@@ -156,37 +162,23 @@ impl JobHandler {
     /// Records the outcome of every channel this delivery claimed.
     async fn finish_claims(
         &self,
-        job_id: &crate::job::JobId,
-        round: u32,
+        job_id: &JobId,
         reports: &[ChannelReport],
-    ) -> Result<(), crate::ledger::LedgerError> {
-        for report in reports {
+        follow_ups: &[Option<FollowUp>],
+    ) -> Result<(), LedgerError> {
+        for (report, follow_up) in reports.iter().zip(follow_ups) {
             let Some(token) = report.claim else {
                 continue;
             };
-            let Some(kind) = crate::job::ChannelKind::from_name(&report.channel) else {
+            let Some(kind) = ChannelKind::from_name(&report.channel) else {
                 continue;
             };
-            let outcome = self.ledger_outcome(report, round);
+            let outcome = ledger_outcome(report, follow_up.as_ref());
             if !self.ledger.finish(job_id, kind, token, &outcome).await? {
                 warn!(channel = %report.channel, "the channel's claim was taken over before its outcome was recorded");
             }
         }
         Ok(())
-    }
-
-    fn ledger_outcome(&self, report: &ChannelReport, round: u32) -> Outcome {
-        match &report.outcome {
-            ChannelOutcome::Delivered(delivered) => Outcome::Delivered {
-                provider_message_id: delivered.message_id.clone(),
-            },
-            ChannelOutcome::Failed(error) => match self.redelivery.follow_up(report, round) {
-                Some(FollowUp::Retry { .. }) => Outcome::Retrying(LastError::from(error)),
-                _ => Outcome::DeadLettered(LastError::from(error)),
-            },
-            ChannelOutcome::Expired => Outcome::Expired,
-            other => Outcome::Failed(LastError::new("transient", other.label())),
-        }
     }
 
     /// Publishes, confirmed, the follow-up of every channel that needs one: a delayed retry
@@ -197,10 +189,12 @@ impl JobHandler {
         job_id: &str,
         round: u32,
         reports: &[ChannelReport],
+        follow_ups: &[Option<FollowUp>],
     ) -> Result<(), PublishError> {
-        let plans: Vec<(&ChannelReport, FollowUp)> = reports
+        let plans: Vec<(&ChannelReport, &FollowUp)> = reports
             .iter()
-            .filter_map(|report| Some((report, self.redelivery.follow_up(report, round)?)))
+            .zip(follow_ups)
+            .filter_map(|(report, follow_up)| Some((report, follow_up.as_ref()?)))
             .collect();
         if plans.is_empty() {
             return Ok(());
@@ -215,7 +209,7 @@ impl JobHandler {
             let mut table = failure_headers(original, report, &first_failure, &now);
             let body = single_channel_body(&body, &report.channel);
             async move {
-                match follow_up {
+                match *follow_up {
                     FollowUp::Retry {
                         tier_secs,
                         round: next_round,
@@ -387,6 +381,21 @@ impl JobHandler {
                 false
             }
         }
+    }
+}
+
+/// Returns the ledger state of a claimed channel, given its follow-up.
+fn ledger_outcome(report: &ChannelReport, follow_up: Option<&FollowUp>) -> Outcome {
+    match &report.outcome {
+        ChannelOutcome::Delivered(delivered) => Outcome::Delivered {
+            provider_message_id: delivered.message_id.clone(),
+        },
+        ChannelOutcome::Failed(error) => match follow_up {
+            Some(FollowUp::Retry { .. }) => Outcome::Retrying(LastError::from(error)),
+            _ => Outcome::DeadLettered(LastError::from(error)),
+        },
+        ChannelOutcome::Expired => Outcome::Expired,
+        other => Outcome::Failed(LastError::new("transient", other.label())),
     }
 }
 

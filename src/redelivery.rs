@@ -2,7 +2,7 @@
 //! a delay queue, a dead letter, or nothing.
 //!
 //! Each follow-up carries one channel, so each channel keeps its own attempt count in the
-//! `x-herald-attempt` header. A transient failure uses up a delivery round; a rate-limited
+//! `x-herald-attempt` header. A transient failure uses up a delivery round. A rate-limited
 //! or deferred one does not, because the provider or the limiter, not the message, was the
 //! problem.
 

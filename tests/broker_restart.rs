@@ -83,9 +83,9 @@ async fn requests_per_recipient(providers: &Providers) -> Vec<usize> {
     counts.into_values().collect()
 }
 
-// NOTE: ignored in the default run because one run in seven here failed after 90 s for a
-// reason not yet found (the log was lost), and a restart of the shared broker must not turn
-// the suite red by chance. Run it with `cargo test --test broker_restart -- --ignored`.
+// NOTE: ignored in the default run. One run in seven here failed after 90 s for a reason
+// not yet found (the log was lost), and a restart of the shared broker must not turn the
+// suite red by chance. Run it with `cargo test --test broker_restart -- --ignored`.
 #[tokio::test]
 #[ignore = "restarts the shared RabbitMQ and failed once in seven runs; run with --ignored"]
 async fn broker_restart_under_load_loses_nothing() {

@@ -18,7 +18,7 @@ pub use topology::declare;
 use crate::config::{BrokerConfig, mask_password};
 
 /// Opens a connection named `herald-<purpose> <host>/<pid>`, so operators can tell Herald's
-/// connections apart, and see which process holds one, in the management UI.
+/// connections apart, and see which process owns one, in the management UI.
 pub async fn connect(config: &BrokerConfig, purpose: &str) -> Result<Connection, lapin::Error> {
     let name = format!("herald-{purpose} {}", crate::ledger::instance_id());
     let properties = ConnectionProperties::default().with_connection_name(name.into());

@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 
 use super::ConfigError;
 
-/// What `herald check-config` prints in place of a secret.
+/// The text `herald check-config` prints in place of a secret.
 pub const REDACTED: &str = "[redacted]";
 
 /// A loaded secret. `Debug` and `Serialize` print only [`REDACTED`].

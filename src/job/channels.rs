@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::JobError;
 use super::recipient::{DeviceToken, EmailAddress, PhoneNumber};
 
-/// Longest email subject, in characters (the RFC 5322 line limit).
+/// Maximum length of an email subject, in characters (the RFC 5322 line limit).
 const MAX_SUBJECT_CHARS: usize = 998;
 /// Longest SMS body, in characters. Twilio rejects longer bodies.
 const MAX_SMS_CHARS: usize = 1600;

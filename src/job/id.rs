@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::JobError;
 
-/// Longest job id accepted, in characters.
+/// Maximum length of a job id, in characters.
 pub const MAX_JOB_ID_LEN: usize = 128;
 
 /// A job id of 1 to 128 characters from `A-Z a-z 0-9 . _ : -`.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// What a failed attempt means for the next one.
+/// The class of a failed attempt, which decides what the next one does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// Sending the same message again cannot succeed.

@@ -67,7 +67,7 @@ pub fn transport_error(error: &reqwest::Error) -> SendError {
     SendError::transient(format!("request failed: {}", without_url(error))).with_code(code)
 }
 
-/// Longest provider error message kept in a [`SendError`], in characters.
+/// Maximum length of a provider error message in a [`SendError`], in characters.
 const MAX_PROVIDER_MESSAGE_CHARS: usize = 300;
 
 /// Reads a reply's status, headers and whole body. A body that fails to arrive is a

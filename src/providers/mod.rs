@@ -20,7 +20,7 @@ pub use error::{ErrorClass, SendError};
 use crate::config::{ConfigError, ProviderConfig};
 use crate::job::{JobId, Notification};
 
-/// What one attempt is asked to send.
+/// The message and job id of one attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct SendRequest<'a> {
     pub job_id: &'a JobId,

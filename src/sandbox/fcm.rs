@@ -25,7 +25,7 @@ use super::{AppState, bearer_token};
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Lifetime of an issued access token, as Google issues them.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Longest assertion lifetime (`exp - iat`) Google accepts, in seconds.
+/// Maximum assertion lifetime (`exp - iat`) Google accepts, in seconds.
 const MAX_ASSERTION_SECS: i64 = 3600;
 /// How far in the future an assertion's `iat` may lie, in seconds, to allow for clock skew.
 const CLOCK_SKEW_SECS: i64 = 300;
@@ -239,7 +239,7 @@ fn reply(
         return Outcome::plain(invalid_argument(&message, Some(&field)));
     }
 
-    // validate_only asks FCM to check the message without sending it.
+    // validate_only requests that FCM check the message without sending it.
     let message_id = if request.get("validate_only").and_then(Value::as_bool) == Some(true) {
         "fake_message_id".to_owned()
     } else {

@@ -11,7 +11,7 @@ const BEFORE: u64 = 20;
 const DURING: u64 = 30;
 const OUTAGE: Duration = Duration::from_secs(30);
 
-/// Waits until `/health/ready` answers `status`. Under the load of the whole suite the
+/// Waits until `/health/ready` returns `status`. Under the load of the whole suite the
 /// ledger can time out for a moment, so readiness is polled rather than read once.
 async fn wait_ready(herald: &RunningHerald, status: u16, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;

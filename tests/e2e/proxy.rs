@@ -116,7 +116,7 @@ impl Frozen {
     }
 }
 
-/// Copies bytes one way until either side closes. Once frozen, it holds both sockets open
+/// Copies bytes one way until either side closes. Once frozen, it keeps both sockets open
 /// and forwards nothing more.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,

@@ -152,7 +152,7 @@ async fn always_failing_channel_dead_letters_after_max_attempts() {
     fixture.topology.delete().await;
 }
 
-/// A provider that answers 429 with `Retry-After` to its first request and records when
+/// A provider that returns 429 with `Retry-After` to its first request and records when
 /// every request arrived.
 struct ThrottleOnce {
     retry_after_secs: u64,
