@@ -57,7 +57,7 @@ fn classify_reply(code: u16, text: &str, sensitive: &[&str]) -> SendError {
 fn classify_failure(error: &SmtpError, sensitive: &[&str]) -> SendError {
     let (class, code) = if error.is_timeout() {
         (ErrorClass::Transient, "timeout")
-    } else if error.is_tls() {
+    } else if is_tls_failure(error) {
         (ErrorClass::Transient, "tls")
     } else if error.is_client() {
         (ErrorClass::Permanent, "client")
@@ -68,6 +68,27 @@ fn classify_failure(error: &SmtpError, sensitive: &[&str]) -> SendError {
     };
     let message = provider_message(&format!("SMTP exchange failed: {error}"), sensitive);
     SendError::new(class, message).with_code(code)
+}
+
+/// Returns whether TLS failed, such as a handshake with a certificate that no trusted CA
+/// signed. lettre 0.11 reports a failed handshake as a connection error, with the rustls
+/// error inside an I/O error in its source chain.
+fn is_tls_failure(error: &SmtpError) -> bool {
+    if error.is_tls() {
+        return true;
+    }
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let wraps_tls = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<rustls::Error>());
+        if wraps_tls || current.is::<rustls::Error>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Returns the reply text lettre keeps as the error's source.
