@@ -12,7 +12,7 @@ use super::providers::{RateLimitConfig, required};
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
 
-/// How the connection to the relay is secured.
+/// The TLS mode of the connection to the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {

@@ -13,7 +13,7 @@ use crate::smtp_server::{Auth, PASSWORD, Security, SmtpServer, USERNAME};
 const RECIPIENT: &str = "bob@example.com";
 
 /// An SMTP provider section pointed at `server`, with extra `overrides` (keys without the
-/// `HERALD__PROVIDERS__SMTP__` prefix). The returned file holds the server's CA and must
+/// `HERALD__PROVIDERS__SMTP__` prefix). The returned file contains the server's CA and must
 /// live as long as the provider may reconnect.
 struct Relay {
     provider: Arc<dyn Provider>,

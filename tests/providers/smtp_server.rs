@@ -3,7 +3,7 @@
 //! The `mailin` crate parses commands and runs the RFC 5321 session: EHLO, STARTTLS, AUTH
 //! PLAIN and LOGIN, MAIL, RCPT, DATA with dot-unstuffing. This module supplies the network
 //! side on Tokio (plain, STARTTLS or implicit TLS through rustls with a certificate made at
-//! test time) and a handler that records what arrives and answers each stage from a queue
+//! test time) and a handler that records what arrives and replies at each stage from a queue
 //! of scripted replies, or with 250 when the queue is empty.
 
 use std::collections::VecDeque;
@@ -75,7 +75,7 @@ pub(crate) struct Script {
     pub(crate) mail: VecDeque<(u16, &'static str)>,
     pub(crate) rcpt: VecDeque<(u16, &'static str)>,
     pub(crate) data_end: VecDeque<(u16, &'static str)>,
-    /// Stop answering once the end of the message arrives, as a hung server would.
+    /// Stop replying once the end of the message arrives, as a hung server would.
     pub(crate) stall_after_data: bool,
 }
 

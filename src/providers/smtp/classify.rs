@@ -2,7 +2,7 @@
 //!
 //! RFC 5321 §4.2.1: a 4yz reply means the same command may succeed if repeated, a 5yz reply
 //! means it will not. RFC 3463 enhanced status codes (`5.1.1`) at the start of the reply
-//! text say why; Herald reports them as the error code.
+//! text give the reason, and Herald reports them as the error code.
 
 use std::error::Error as _;
 
@@ -14,7 +14,7 @@ use crate::providers::{ErrorClass, SendError};
 /// The reply to a rejected AUTH (RFC 4954 §6): the credentials are wrong.
 const AUTH_FAILED: u16 = 535;
 
-/// Enhanced status codes that say the recipient's address cannot receive mail: bad
+/// Enhanced status codes meaning that the recipient's address cannot receive mail: bad
 /// mailbox (5.1.1), bad system (5.1.2), bad address syntax (5.1.3), mailbox moved without a
 /// forwarding address (5.1.6), and a domain with a null MX (5.1.10, RFC 7505).
 const BAD_RECIPIENT_CODES: [&str; 5] = ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"];
@@ -51,8 +51,8 @@ fn classify_reply(code: u16, text: &str, sensitive: &[&str]) -> SendError {
     }
 }
 
-/// Classifies a failure without a reply. Connection, TLS and protocol failures may pass, so
-/// they are transient. A client error (the relay does not offer STARTTLS or a usable AUTH
+/// Classifies a failure without a reply. Connection, TLS and protocol failures may not recur,
+/// so they are transient. A client error (the relay does not offer STARTTLS or a usable AUTH
 /// mechanism, or the message cannot be sent) repeats on every attempt, so it is permanent.
 fn classify_failure(error: &SmtpError, sensitive: &[&str]) -> SendError {
     let (class, code) = if error.is_timeout() {
