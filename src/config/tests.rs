@@ -19,9 +19,7 @@ fn defaults_load() {
     assert_eq!(settings.broker.prefetch, 256);
     assert_eq!(settings.pool.workers, 256);
     assert_eq!(settings.providers.len(), 4);
-    let ProviderConfig::Smtp(smtp) = &settings.providers["smtp"] else {
-        panic!("smtp is not an smtp provider");
-    };
+    let smtp = smtp_of(&settings);
     assert_eq!(smtp.tls, SmtpTls::Starttls);
     assert_eq!(smtp.port(), 587);
     let sendgrid = &settings.providers["sendgrid"];
@@ -194,6 +192,13 @@ fn mask_password_leaves_passwordless_urls() {
     );
 }
 
+fn smtp_of(settings: &Settings) -> &SmtpConfig {
+    match &settings.providers["smtp"] {
+        ProviderConfig::Smtp(smtp) => smtp,
+        other => panic!("provider smtp is of kind {}", other.kind()),
+    }
+}
+
 /// Environment that turns on the built-in `smtp` provider for email.
 const SMTP_ON: [(&str, &str); 2] = [
     ("HERALD__CHANNELS__EMAIL", "smtp"),
@@ -207,9 +212,7 @@ fn smtp_provider_validates() {
         settings.channels.provider_for(ChannelKind::Email).unwrap(),
         Some("smtp")
     );
-    let ProviderConfig::Smtp(smtp) = &settings.providers["smtp"] else {
-        panic!("smtp is not an smtp provider");
-    };
+    let smtp = smtp_of(&settings);
     assert_eq!(smtp.host, "smtp.example.com");
     assert!(smtp.password("providers.smtp").unwrap().is_none());
 }
@@ -219,9 +222,7 @@ fn smtp_port_follows_tls_mode() {
     let mut env = SMTP_ON.to_vec();
     env.push(("HERALD__PROVIDERS__SMTP__TLS", "implicit"));
     let settings = load(&env).unwrap();
-    let ProviderConfig::Smtp(smtp) = &settings.providers["smtp"] else {
-        panic!("smtp is not an smtp provider");
-    };
+    let smtp = smtp_of(&settings);
     assert_eq!(smtp.port(), 465);
 }
 
@@ -249,17 +250,13 @@ fn smtp_password_needs_username() {
     let mut env = SMTP_ON.to_vec();
     env.push(("HERALD__PROVIDERS__SMTP__PASSWORD", "secret"));
     let settings = load(&env).unwrap();
-    let ProviderConfig::Smtp(smtp) = &settings.providers["smtp"] else {
-        panic!("smtp is not an smtp provider");
-    };
+    let smtp = smtp_of(&settings);
     let error = smtp.password(key).unwrap_err();
     assert!(error.to_string().contains("username"), "{error}");
 
     env.push(("HERALD__PROVIDERS__SMTP__USERNAME", "herald"));
     let settings = load(&env).unwrap();
-    let ProviderConfig::Smtp(smtp) = &settings.providers["smtp"] else {
-        panic!("smtp is not an smtp provider");
-    };
+    let smtp = smtp_of(&settings);
     assert_eq!(smtp.password(key).unwrap().unwrap().expose(), "secret");
 }
 
@@ -268,9 +265,7 @@ fn smtp_username_needs_password() {
     let mut env = SMTP_ON.to_vec();
     env.push(("HERALD__PROVIDERS__SMTP__USERNAME", "herald"));
     let settings = load(&env).unwrap();
-    let ProviderConfig::Smtp(smtp) = &settings.providers["smtp"] else {
-        panic!("smtp is not an smtp provider");
-    };
+    let smtp = smtp_of(&settings);
     let error = smtp.password("providers.smtp").unwrap_err();
     assert!(
         error

@@ -52,7 +52,7 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
-/// `client` serves the HTTP providers; an SMTP provider opens its own connections.
+/// `client` serves the HTTP providers. An SMTP provider opens its own connections.
 pub fn build(
     name: &str,
     config: &ProviderConfig,

@@ -22,6 +22,7 @@ use crate::config::{ConfigError, SmtpConfig};
 use crate::job::Notification;
 use transport::Transport;
 
+/// Sends email through one SMTP relay over a pool of connections.
 pub struct SmtpSender {
     /// The section path, such as `providers.smtp`, for reloading the password.
     key: String,
