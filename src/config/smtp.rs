@@ -147,6 +147,16 @@ impl SmtpConfig {
             &format!("{key}.pool_idle_timeout_secs"),
             self.pool_idle_timeout_secs,
         )?;
+        if !is_domain(&self.message_id_domain) {
+            return Err(ConfigError::invalid(
+                format!("{key}.message_id_domain"),
+                format!(
+                    "`{}` is not a domain name; use letters, digits, `-` and `.` only, or leave \
+                     it empty for the domain of `from_email`",
+                    self.message_id_domain
+                ),
+            ));
+        }
         if self.tls == SmtpTls::None && !is_loopback(&self.host) {
             return Err(ConfigError::invalid(
                 format!("{key}.tls"),
@@ -167,6 +177,17 @@ impl SmtpConfig {
     }
 }
 
+/// Returns whether `text` is empty or fits the right side of a `Message-ID`, kept to the
+/// characters of a DNS name.
+fn is_domain(text: &str) -> bool {
+    text.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }) || text.is_empty()
+}
+
 /// Returns whether `host` names this machine: `localhost` or a loopback IP address.
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -179,6 +200,16 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_id_domains() {
+        for domain in ["", "example.com", "mail-1.example.com", "localhost"] {
+            assert!(is_domain(domain), "{domain:?}");
+        }
+        for domain in ["exa mple.com", "example..com", ".example.com", "a@b", "<x>"] {
+            assert!(!is_domain(domain), "{domain:?}");
+        }
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -118,6 +118,7 @@ impl Provider for SmtpSender {
                 // The abandoned exchange may have left its connection in the middle of a
                 // transaction, and lettre would return that connection to the pool. A new
                 // pool keeps later attempts off it.
+                tracing::debug!("replacing the SMTP connection pool after a timed-out attempt");
                 self.replace_transport();
                 return Err(SendError::transient(format!(
                     "SMTP exchange timed out after {} s",

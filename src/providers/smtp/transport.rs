@@ -11,8 +11,9 @@ use crate::config::{ConfigError, Secret, SmtpConfig, SmtpTls};
 pub(super) type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
 /// Builds a transport with a fresh connection pool. `key` names the section in errors.
-/// Must run inside a Tokio runtime, because the pool spawns its idle-connection reaper,
-/// which ends when the transport is dropped.
+/// Must run inside a Tokio runtime, because the pool spawns a task that closes idle
+/// connections. That task holds only a weak reference and ends at its first wake-up after
+/// the last clone of the transport is dropped.
 pub(super) fn build(
     key: &str,
     config: &SmtpConfig,
