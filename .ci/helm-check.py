@@ -40,7 +40,7 @@ CHART_DASHBOARD = CHART / "files" / "herald-dashboard.json"
 KUBE_VERSIONS = ["1.27", kubernetes_validate.utils.latest_version()]
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 # Config keys whose values are secrets. The chart must never render them into herald.toml.
-INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json", "recipient_hash_key"}
+INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json", "password", "recipient_hash_key"}
 # Keys that default.toml lists only as comments, because they have no default.
 COMMENTED_KEYS = {
     "providers.sendgrid.api_key",
@@ -49,6 +49,8 @@ COMMENTED_KEYS = {
     "providers.twilio.auth_token_file",
     "providers.fcm.service_account_json",
     "providers.fcm.service_account_file",
+    "providers.smtp.password",
+    "providers.smtp.password_file",
     "ledger.recipient_hash_key",
     "ledger.recipient_hash_key_file",
 }
@@ -69,6 +71,12 @@ MUST_FAIL = [
         {"config": {"providers": {"sendgrid": {"api_key": "SG.x"}}}},
         "api_key",
     ),
+    (
+        "inline SMTP password",
+        {"config": {"providers": {"smtp": {"password": "hunter2"}}}},
+        "password",
+    ),
+    ("unknown SMTP TLS mode", {"config": {"providers": {"smtp": {"tls": "ssl"}}}}, "/config/providers/smtp/tls"),
     ("text where a number belongs", {"config": {"pool": {"workers": "many"}}}, "/config/pool/workers"),
     ("unknown config section", {"config": {"ledgr": {"url": "postgres://x"}}}, "ledgr"),
     ("chart-owned admin section", {"config": {"admin": {"listen": "0.0.0.0:1"}}}, "admin"),
@@ -209,7 +217,7 @@ def check_config(report: Report, label: str, objects: list[tuple[str, dict]], kn
         unknown = set()
         for key in keys:
             parts = key.split(".")
-            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm"):
+            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm", "smtp"):
                 kind = rendered["providers"][parts[1]].get("kind", "")
                 key = ".".join(["providers", kind] + parts[2:]) if kind else "providers.kind"
             if key not in known:

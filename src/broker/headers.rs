@@ -30,7 +30,7 @@ pub const CHANNEL: &str = "x-herald-channel";
 pub const PROVIDER: &str = "x-herald-provider";
 /// The provider's error code, or Herald's for failures without a reply.
 pub const ERROR_CODE: &str = "x-herald-error-code";
-/// The provider's HTTP status.
+/// The provider's HTTP status, or an SMTP relay's reply code.
 pub const HTTP_STATUS: &str = "x-herald-http-status";
 /// Deliveries of the channel made before it was dead-lettered.
 pub const ATTEMPTS: &str = "x-herald-attempts";

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
+use super::smtp::SmtpConfig;
 use crate::job::ChannelKind;
 
 /// One configured provider.
@@ -18,6 +19,7 @@ pub enum ProviderConfig {
     Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
     Fcm(FcmConfig),
+    Smtp(SmtpConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -57,9 +59,13 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Fcm)
                 .map_err(typed),
+            "smtp" => value
+                .try_deserialize()
+                .map(ProviderConfig::Smtp)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
-                format!("unknown provider kind `{other}`; expected sendgrid, twilio or fcm"),
+                format!("unknown provider kind `{other}`; expected sendgrid, twilio, fcm or smtp"),
             )),
         }
     }
@@ -69,6 +75,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => "sendgrid",
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Fcm(_) => "fcm",
+            ProviderConfig::Smtp(_) => "smtp",
         }
     }
 
@@ -78,6 +85,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => ChannelKind::Email,
             ProviderConfig::Twilio(_) => ChannelKind::Sms,
             ProviderConfig::Fcm(_) => ChannelKind::Push,
+            ProviderConfig::Smtp(_) => ChannelKind::Email,
         }
     }
 
@@ -86,6 +94,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.rate_limit,
             ProviderConfig::Twilio(config) => config.rate_limit,
             ProviderConfig::Fcm(config) => config.rate_limit,
+            ProviderConfig::Smtp(config) => config.rate_limit,
         }
     }
 
@@ -94,6 +103,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.max_in_flight,
             ProviderConfig::Twilio(config) => config.max_in_flight,
             ProviderConfig::Fcm(config) => config.max_in_flight,
+            ProviderConfig::Smtp(config) => config.max_in_flight,
         }
     }
 
@@ -104,14 +114,17 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.api_key(key).map(drop),
             ProviderConfig::Twilio(config) => config.check_account(key),
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
+            ProviderConfig::Smtp(config) => config.check_secrets(key),
         }
     }
 
-    fn base_url(&self) -> &str {
+    /// Returns the HTTP API's base URL; SMTP has none.
+    fn base_url(&self) -> Option<&str> {
         match self {
-            ProviderConfig::Sendgrid(config) => &config.base_url,
-            ProviderConfig::Twilio(config) => &config.base_url,
-            ProviderConfig::Fcm(config) => &config.base_url,
+            ProviderConfig::Sendgrid(config) => Some(&config.base_url),
+            ProviderConfig::Twilio(config) => Some(&config.base_url),
+            ProviderConfig::Fcm(config) => Some(&config.base_url),
+            ProviderConfig::Smtp(_) => None,
         }
     }
 
@@ -124,11 +137,14 @@ impl ProviderConfig {
         )?;
         positive(&format!("{key}.rate_limit.burst"), rate_limit.burst.into())?;
         positive(&format!("{key}.max_in_flight"), self.max_in_flight() as u64)?;
-        check_url(&format!("{key}.base_url"), self.base_url())?;
+        if let Some(base_url) = self.base_url() {
+            check_url(&format!("{key}.base_url"), base_url)?;
+        }
         match self {
             ProviderConfig::Sendgrid(config) => config.validate(key),
             ProviderConfig::Twilio(config) => config.validate(key),
             ProviderConfig::Fcm(config) => config.validate(key),
+            ProviderConfig::Smtp(config) => config.validate(key),
         }
     }
 }
@@ -147,7 +163,7 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn required(key: String, value: &str) -> Result<(), ConfigError> {
+pub(super) fn required(key: String, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(key, "is required"));
     }

@@ -18,7 +18,10 @@ fn defaults_load() {
     let settings = load(&[]).unwrap();
     assert_eq!(settings.broker.prefetch, 256);
     assert_eq!(settings.pool.workers, 256);
-    assert_eq!(settings.providers.len(), 3);
+    assert_eq!(settings.providers.len(), 4);
+    let smtp = smtp_of(&settings);
+    assert_eq!(smtp.tls, SmtpTls::Starttls);
+    assert_eq!(smtp.port(), 587);
     let sendgrid = &settings.providers["sendgrid"];
     assert_eq!(sendgrid.rate_limit().per_second, 20);
     assert_eq!(sendgrid.rate_limit().burst, 40);
@@ -186,5 +189,88 @@ fn mask_password_leaves_passwordless_urls() {
     assert_eq!(
         mask_password("amqp://guest@rabbit/"),
         "amqp://guest@rabbit/"
+    );
+}
+
+fn smtp_of(settings: &Settings) -> &SmtpConfig {
+    match &settings.providers["smtp"] {
+        ProviderConfig::Smtp(smtp) => smtp,
+        other => panic!("provider smtp is of kind {}", other.kind()),
+    }
+}
+
+/// Environment that turns on the built-in `smtp` provider for email.
+const SMTP_ON: [(&str, &str); 2] = [
+    ("HERALD__CHANNELS__EMAIL", "smtp"),
+    ("HERALD__PROVIDERS__SMTP__HOST", "smtp.example.com"),
+];
+
+#[test]
+fn smtp_provider_validates() {
+    let settings = load(&SMTP_ON).unwrap();
+    assert_eq!(
+        settings.channels.provider_for(ChannelKind::Email).unwrap(),
+        Some("smtp")
+    );
+    let smtp = smtp_of(&settings);
+    assert_eq!(smtp.host, "smtp.example.com");
+    assert!(smtp.password("providers.smtp").unwrap().is_none());
+}
+
+#[test]
+fn smtp_port_follows_tls_mode() {
+    let mut env = SMTP_ON.to_vec();
+    env.push(("HERALD__PROVIDERS__SMTP__TLS", "implicit"));
+    let settings = load(&env).unwrap();
+    let smtp = smtp_of(&settings);
+    assert_eq!(smtp.port(), 465);
+}
+
+#[test]
+fn smtp_host_is_required_when_used() {
+    assert_eq!(
+        invalid_key(load(&[("HERALD__CHANNELS__EMAIL", "smtp")])),
+        "providers.smtp.host"
+    );
+}
+
+#[test]
+fn smtp_without_tls_only_on_loopback() {
+    let mut env = SMTP_ON.to_vec();
+    env.push(("HERALD__PROVIDERS__SMTP__TLS", "none"));
+    assert_eq!(invalid_key(load(&env)), "providers.smtp.tls");
+
+    env.push(("HERALD__PROVIDERS__SMTP__HOST", "127.0.0.1"));
+    assert!(load(&env).is_ok());
+}
+
+#[test]
+fn smtp_password_needs_username() {
+    let key = "providers.smtp";
+    let mut env = SMTP_ON.to_vec();
+    env.push(("HERALD__PROVIDERS__SMTP__PASSWORD", "secret"));
+    let settings = load(&env).unwrap();
+    let smtp = smtp_of(&settings);
+    let error = smtp.password(key).unwrap_err();
+    assert!(error.to_string().contains("username"), "{error}");
+
+    env.push(("HERALD__PROVIDERS__SMTP__USERNAME", "herald"));
+    let settings = load(&env).unwrap();
+    let smtp = smtp_of(&settings);
+    assert_eq!(smtp.password(key).unwrap().unwrap().expose(), "secret");
+}
+
+#[test]
+fn smtp_username_needs_password() {
+    let mut env = SMTP_ON.to_vec();
+    env.push(("HERALD__PROVIDERS__SMTP__USERNAME", "herald"));
+    let settings = load(&env).unwrap();
+    let smtp = smtp_of(&settings);
+    let error = smtp.password("providers.smtp").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("HERALD__PROVIDERS__SMTP__PASSWORD"),
+        "{error}"
     );
 }

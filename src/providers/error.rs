@@ -29,13 +29,13 @@ impl ErrorClass {
 
 /// A classified failure of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} failure{}{}: {message}", class.as_str(), status.map(|s| format!(", HTTP {s}")).unwrap_or_default(), code.as_ref().map(|c| format!(", code {c}")).unwrap_or_default())]
+#[error("{} failure{}{}: {message}", class.as_str(), status.map(|s| format!(", status {s}")).unwrap_or_default(), code.as_ref().map(|c| format!(", code {c}")).unwrap_or_default())]
 pub struct SendError {
     pub class: ErrorClass,
-    /// The HTTP status, when a reply arrived.
+    /// The HTTP status or SMTP reply code, when a reply arrived.
     pub status: Option<u16>,
-    /// The provider's own error code (`21211`, `UNREGISTERED`), or Herald's for failures
-    /// without a reply (`timeout`, `connect`).
+    /// The provider's own error code (`21211`, `UNREGISTERED`, an SMTP enhanced status code
+    /// such as `5.1.1`), or Herald's for failures without a reply (`timeout`, `connect`).
     pub code: Option<String>,
     /// A human-readable description, from the provider's reply where it has one. It never
     /// contains a recipient or a secret.

@@ -9,6 +9,7 @@ mod error;
 pub mod fcm;
 pub mod http;
 pub mod sendgrid;
+pub mod smtp;
 pub mod twilio;
 
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub struct SendRequest<'a> {
 pub struct Delivered {
     /// The provider's id for the accepted message, when its reply carries one.
     pub message_id: Option<String>,
-    /// The HTTP status of the reply.
+    /// The HTTP status of the reply, or the SMTP reply code.
     pub status: u16,
 }
 
@@ -51,6 +52,7 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
+/// `client` serves the HTTP providers. An SMTP provider opens its own connections.
 pub fn build(
     name: &str,
     config: &ProviderConfig,
@@ -65,5 +67,6 @@ pub fn build(
             Arc::new(twilio::TwilioSender::new(&key, config, client.clone())?)
         }
         ProviderConfig::Fcm(config) => Arc::new(fcm::FcmSender::new(&key, config, client.clone())?),
+        ProviderConfig::Smtp(config) => Arc::new(smtp::SmtpSender::new(&key, config)?),
     })
 }

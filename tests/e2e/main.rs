@@ -19,4 +19,9 @@ mod recovery;
 mod redelivery;
 mod retry;
 mod shutdown;
+mod smtp;
+// The scripted SMTP server of the provider tests; some of its helpers serve only those.
+#[allow(dead_code)]
+#[path = "../providers/smtp_server.rs"]
+mod smtp_server;
 mod topology;

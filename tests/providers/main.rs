@@ -5,4 +5,6 @@
 mod fcm;
 mod helpers;
 mod sendgrid;
+mod smtp;
+mod smtp_server;
 mod twilio;
