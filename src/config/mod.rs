@@ -9,6 +9,7 @@ mod ledger;
 mod providers;
 mod secret;
 mod sections;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,7 @@ pub use sections::{
     AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
     PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
 };
+pub use webhook::{WebhookConfig, WebhookEndpointConfig, parse_allowlist_entry};
 
 use crate::job::ChannelKind;
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
+use super::webhook::WebhookConfig;
 use crate::job::ChannelKind;
 
 /// One configured provider.
@@ -18,6 +19,7 @@ pub enum ProviderConfig {
     Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
     Fcm(FcmConfig),
+    Webhook(WebhookConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -57,9 +59,15 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Fcm)
                 .map_err(typed),
+            "webhook" => value
+                .try_deserialize()
+                .map(ProviderConfig::Webhook)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
-                format!("unknown provider kind `{other}`; expected sendgrid, twilio or fcm"),
+                format!(
+                    "unknown provider kind `{other}`; expected sendgrid, twilio, fcm or webhook"
+                ),
             )),
         }
     }
@@ -69,6 +77,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => "sendgrid",
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Fcm(_) => "fcm",
+            ProviderConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -78,6 +87,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => ChannelKind::Email,
             ProviderConfig::Twilio(_) => ChannelKind::Sms,
             ProviderConfig::Fcm(_) => ChannelKind::Push,
+            ProviderConfig::Webhook(_) => ChannelKind::Webhook,
         }
     }
 
@@ -86,6 +96,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.rate_limit,
             ProviderConfig::Twilio(config) => config.rate_limit,
             ProviderConfig::Fcm(config) => config.rate_limit,
+            ProviderConfig::Webhook(config) => config.rate_limit,
         }
     }
 
@@ -94,6 +105,7 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.max_in_flight,
             ProviderConfig::Twilio(config) => config.max_in_flight,
             ProviderConfig::Fcm(config) => config.max_in_flight,
+            ProviderConfig::Webhook(config) => config.max_in_flight,
         }
     }
 
@@ -104,14 +116,17 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.api_key(key).map(drop),
             ProviderConfig::Twilio(config) => config.check_account(key),
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
+            ProviderConfig::Webhook(config) => config.check_secrets(key),
         }
     }
 
-    fn base_url(&self) -> &str {
+    /// Returns the API base URL. A webhook provider has none: its URLs are per endpoint.
+    fn base_url(&self) -> Option<&str> {
         match self {
-            ProviderConfig::Sendgrid(config) => &config.base_url,
-            ProviderConfig::Twilio(config) => &config.base_url,
-            ProviderConfig::Fcm(config) => &config.base_url,
+            ProviderConfig::Sendgrid(config) => Some(&config.base_url),
+            ProviderConfig::Twilio(config) => Some(&config.base_url),
+            ProviderConfig::Fcm(config) => Some(&config.base_url),
+            ProviderConfig::Webhook(_) => None,
         }
     }
 
@@ -124,11 +139,14 @@ impl ProviderConfig {
         )?;
         positive(&format!("{key}.rate_limit.burst"), rate_limit.burst.into())?;
         positive(&format!("{key}.max_in_flight"), self.max_in_flight() as u64)?;
-        check_url(&format!("{key}.base_url"), self.base_url())?;
+        if let Some(base_url) = self.base_url() {
+            check_url(&format!("{key}.base_url"), base_url)?;
+        }
         match self {
             ProviderConfig::Sendgrid(config) => config.validate(key),
             ProviderConfig::Twilio(config) => config.validate(key),
             ProviderConfig::Fcm(config) => config.validate(key),
+            ProviderConfig::Webhook(config) => config.validate(key),
         }
     }
 }
@@ -138,7 +156,7 @@ fn strip_kind(mut table: config::Map<String, config::Value>) -> config::Map<Stri
     table
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|error| ConfigError::invalid(key, format!("is not a URL: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {

@@ -18,12 +18,21 @@ fn defaults_load() {
     let settings = load(&[]).unwrap();
     assert_eq!(settings.broker.prefetch, 256);
     assert_eq!(settings.pool.workers, 256);
-    assert_eq!(settings.providers.len(), 3);
+    assert_eq!(settings.providers.len(), 4);
     let sendgrid = &settings.providers["sendgrid"];
     assert_eq!(sendgrid.rate_limit().per_second, 20);
     assert_eq!(sendgrid.rate_limit().burst, 40);
     assert_eq!(settings.providers["twilio"].rate_limit().per_second, 5);
     assert_eq!(settings.providers["fcm"].rate_limit().burst, 200);
+    assert!(
+        settings.channels.webhook.is_empty(),
+        "webhooks are off by default"
+    );
+    let ProviderConfig::Webhook(webhook) = &settings.providers["webhook"] else {
+        panic!("providers.webhook is not of kind webhook");
+    };
+    assert!(!webhook.allow_loopback && !webhook.allow_private_networks);
+    assert!(webhook.url_allowlist.is_empty() && webhook.endpoints.is_empty());
 }
 
 #[test]
@@ -187,4 +196,97 @@ fn mask_password_leaves_passwordless_urls() {
         mask_password("amqp://guest@rabbit/"),
         "amqp://guest@rabbit/"
     );
+}
+
+/// Environment that turns the webhook channel on with one endpoint, `billing`.
+const WEBHOOK_ENV: [(&str, &str); 3] = [
+    ("HERALD__CHANNELS__WEBHOOK", "webhook"),
+    (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__URL",
+        "https://billing.example.com/hooks",
+    ),
+    (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__SIGNING_SECRETS",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ),
+];
+
+fn load_webhook(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let mut env = WEBHOOK_ENV.to_vec();
+    env.extend_from_slice(extra);
+    load(&env)
+}
+
+#[test]
+fn webhook_endpoint_loads_from_environment() {
+    let settings = load_webhook(&[]).unwrap();
+    assert_eq!(settings.channels.webhook, ["webhook"]);
+    let ProviderConfig::Webhook(webhook) = &settings.providers["webhook"] else {
+        panic!("providers.webhook is not of kind webhook");
+    };
+    assert_eq!(
+        webhook.endpoints["billing"].url,
+        "https://billing.example.com/hooks"
+    );
+}
+
+#[test]
+fn webhook_reserved_header_is_rejected() {
+    let header = (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__HEADERS__WEBHOOK-ID",
+        "x",
+    );
+    assert_eq!(
+        invalid_key(load_webhook(&[header])),
+        "providers.webhook.endpoints.billing.headers.webhook-id"
+    );
+}
+
+#[test]
+fn webhook_allowlist_entry_must_be_plain_url() {
+    let entry = (
+        "HERALD__PROVIDERS__WEBHOOK__URL_ALLOWLIST",
+        "https://h.example/?token=1",
+    );
+    assert_eq!(
+        invalid_key(load_webhook(&[entry])),
+        "providers.webhook.url_allowlist"
+    );
+}
+
+#[test]
+fn webhook_allowlist_needs_signing_secrets() {
+    let key = (
+        "HERALD__LEDGER__RECIPIENT_HASH_KEY",
+        "unit-test-recipient-hash-key-0123",
+    );
+    let entry = (
+        "HERALD__PROVIDERS__WEBHOOK__URL_ALLOWLIST",
+        "https://h.example/",
+    );
+    let others_off = [
+        ("HERALD__CHANNELS__EMAIL", ""),
+        ("HERALD__CHANNELS__SMS", ""),
+        ("HERALD__CHANNELS__PUSH", ""),
+    ];
+    let mut env = vec![key, entry];
+    env.extend(others_off);
+    let error = load_webhook(&env).unwrap().check_secrets().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("providers.webhook.signing_secrets"),
+        "{error}"
+    );
+}
+
+#[test]
+fn redacted_toml_hides_webhook_secrets_and_headers() {
+    let header = (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__HEADERS__AUTHORIZATION",
+        "Bearer hunter2",
+    );
+    let rendered = load_webhook(&[header]).unwrap().to_redacted_toml();
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(!rendered.contains("MfKQ9r8G"), "{rendered}");
 }

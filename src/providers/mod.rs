@@ -10,6 +10,7 @@ pub mod fcm;
 pub mod http;
 pub mod sendgrid;
 pub mod twilio;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -17,8 +18,9 @@ use async_trait::async_trait;
 
 pub use error::{ErrorClass, SendError};
 
-use crate::config::{ConfigError, ProviderConfig};
+use crate::config::{ConfigError, HttpConfig, ProviderConfig};
 use crate::job::{JobId, Notification};
+use crate::metrics::Metrics;
 
 /// The message and job id of one attempt.
 #[derive(Debug, Clone, Copy)]
@@ -51,10 +53,14 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
+/// Adapters share `client`, except webhook providers, which build their own from `http`
+/// because their DNS resolution is filtered.
 pub fn build(
     name: &str,
     config: &ProviderConfig,
     client: &reqwest::Client,
+    http: &HttpConfig,
+    metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let key = format!("providers.{name}");
     Ok(match config {
@@ -65,5 +71,11 @@ pub fn build(
             Arc::new(twilio::TwilioSender::new(&key, config, client.clone())?)
         }
         ProviderConfig::Fcm(config) => Arc::new(fcm::FcmSender::new(&key, config, client.clone())?),
+        ProviderConfig::Webhook(config) => Arc::new(webhook::WebhookSender::new(
+            name,
+            config,
+            http,
+            metrics.clone(),
+        )?),
     })
 }

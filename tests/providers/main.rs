@@ -6,3 +6,4 @@ mod fcm;
 mod helpers;
 mod sendgrid;
 mod twilio;
+mod webhook;
