@@ -31,7 +31,7 @@ pub struct WebhookMessage {
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Where a webhook goes. `Display` and `Debug` never print a URL's path, query or user info,
+/// The destination of a webhook. `Display` and `Debug` never print a URL's path, query or user info,
 /// which can carry tokens.
 #[derive(Clone, PartialEq, Eq)]
 pub enum WebhookTarget {

@@ -19,3 +19,4 @@ mod redelivery;
 mod retry;
 mod shutdown;
 mod topology;
+mod webhook;
