@@ -1,7 +1,7 @@
 //! Webhooks against a receiver on 127.0.0.1 that checks each request the way a Standard
 //! Webhooks consumer does: it recomputes the HMAC-SHA256 of `{id}.{timestamp}.{body}` with
 //! the secret it shares with Herald, independently of Herald's signing code. Requests to
-//! refused addresses use only addresses that are refused before any connection, so no test
+//! blocked addresses use only addresses that are blocked before any connection, so no test
 //! sends traffic beyond loopback.
 
 use std::sync::Arc;
@@ -254,7 +254,7 @@ async fn rotation_signs_with_both_secrets() {
 }
 
 #[tokio::test]
-async fn private_addresses_are_refused_before_connecting() {
+async fn private_addresses_are_blocked_before_connecting() {
     // A receiver on loopback that must never be reached, because loopback is not allowed.
     let server = receiver(200).await;
     let port = server.address().port();
@@ -294,7 +294,7 @@ async fn private_addresses_are_refused_before_connecting() {
         assert_eq!(error.class, ErrorClass::Permanent, "{name}: {error}");
         assert_eq!(
             error_code(&result),
-            Some(webhook::ADDRESS_REFUSED),
+            Some(webhook::ADDRESS_BLOCKED),
             "{name}: {error}"
         );
         assert_eq!(error.status, None, "{name}");

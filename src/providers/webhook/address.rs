@@ -1,4 +1,4 @@
-//! Which IP addresses a webhook may connect to. Every address is checked, whether a URL
+//! The IP addresses a webhook may connect to. Every address is checked, whether a URL
 //! gives it literally or DNS returns it, so a job cannot reach Herald's own network.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use ipnet::IpNet;
 
-/// Why an address is refused. The policy decides which of these it may allow.
+/// The reason an address is blocked. The policy decides which of these it may allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressClass {
     /// 127.0.0.0/8 and ::1. Allowed by `allow_loopback`.
@@ -33,7 +33,7 @@ impl AddressClass {
     }
 }
 
-/// The networks refused by class. An address in none of them is public and allowed.
+/// The networks blocked by class. An address in none of them is public and allowed.
 static RANGES: LazyLock<Vec<(IpNet, AddressClass)>> = LazyLock::new(|| {
     use AddressClass::{Loopback, Metadata, Private, Reserved};
     let table = [
@@ -80,8 +80,8 @@ pub struct AddressPolicy {
 }
 
 impl AddressPolicy {
-    /// Returns the class that refuses `address`, or `None` when it may be connected to.
-    pub fn refusal(self, address: IpAddr) -> Option<AddressClass> {
+    /// Returns the class that blocks `address`, or `None` when it may be connected to.
+    pub fn blocked_class(self, address: IpAddr) -> Option<AddressClass> {
         let class = classify(address)?;
         let allowed = match class {
             AddressClass::Loopback => self.allow_loopback,
@@ -221,14 +221,14 @@ mod tests {
     fn address_table() {
         for (text, class, loopback_allows, private_allows) in TABLE {
             let address: IpAddr = text.parse().unwrap();
-            assert_eq!(NONE.refusal(address), *class, "{text} by default");
+            assert_eq!(NONE.blocked_class(address), *class, "{text} by default");
             assert_eq!(
-                LOOPBACK.refusal(address).is_none(),
+                LOOPBACK.blocked_class(address).is_none(),
                 *loopback_allows,
                 "{text} with allow_loopback"
             );
             assert_eq!(
-                PRIVATE.refusal(address).is_none(),
+                PRIVATE.blocked_class(address).is_none(),
                 *private_allows,
                 "{text} with allow_private_networks"
             );
@@ -236,14 +236,18 @@ mod tests {
     }
 
     #[test]
-    fn metadata_stays_refused_when_everything_is_allowed() {
+    fn metadata_stays_blocked_when_everything_is_allowed() {
         let all = AddressPolicy {
             allow_private_networks: true,
             allow_loopback: true,
         };
         for text in ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"] {
             let address: IpAddr = text.parse().unwrap();
-            assert_eq!(all.refusal(address), Some(AddressClass::Metadata), "{text}");
+            assert_eq!(
+                all.blocked_class(address),
+                Some(AddressClass::Metadata),
+                "{text}"
+            );
         }
     }
 }

@@ -6,7 +6,7 @@
 //! receiver check where the request came from and drop repeats.
 //!
 //! The adapter has its own HTTP client. Its DNS resolver drops addresses the provider's
-//! network policy refuses, literal IP URLs are checked before sending, no proxy is used and
+//! network policy blocks, literal IP URLs are checked before sending, no proxy is used and
 //! redirects are not followed, so a job cannot steer a request into Herald's own network.
 //! A reply 410 Gone disables a configured endpoint in memory until Herald restarts.
 
@@ -31,7 +31,7 @@ use tracing::warn;
 pub use address::{AddressClass, AddressPolicy, classify as classify_address};
 pub use allowlist::UrlAllowlist;
 pub use reply::{ENDPOINT_GONE, REDIRECT};
-pub use resolver::{AddressRefused, GuardedResolver};
+pub use resolver::{AddressBlocked, GuardedResolver};
 pub use signature::{SigningKeys, sign, webhook_id};
 
 use super::http;
@@ -46,8 +46,8 @@ pub const UNKNOWN_ENDPOINT: &str = "unknown_endpoint";
 pub const ENDPOINT_DISABLED: &str = "endpoint_disabled";
 /// Error code of a job URL that matches no allowlist entry.
 pub const URL_NOT_ALLOWED: &str = "url_not_allowed";
-/// Error code of a request refused because of the address it would connect to.
-pub const ADDRESS_REFUSED: &str = "address_refused";
+/// Error code of a request blocked because of the address it would connect to.
+pub const ADDRESS_BLOCKED: &str = "address_blocked";
 
 /// The source of the current time, which tests replace to control `webhook-timestamp`.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -76,7 +76,7 @@ struct Endpoint {
     headers: HeaderMap,
 }
 
-/// Where one attempt goes and how it is signed.
+/// The URL, secrets and headers of one attempt.
 struct Destination<'a> {
     url: &'a reqwest::Url,
     keys: &'a SigningKeys,
@@ -189,7 +189,7 @@ impl WebhookSender {
         }
     }
 
-    /// Refuses a URL whose host is an IP address the policy refuses. Host names are checked
+    /// Rejects a URL whose host is an IP address the policy blocks. Host names are checked
     /// by the client's resolver instead, when they are resolved.
     fn check_literal_address(&self, url: &reqwest::Url) -> Result<(), SendError> {
         let host = url.host_str().unwrap_or_default();
@@ -197,9 +197,9 @@ impl WebhookSender {
         let Ok(address) = literal.parse::<IpAddr>() else {
             return Ok(());
         };
-        match self.policy.refusal(address) {
+        match self.policy.blocked_class(address) {
             None => Ok(()),
-            Some(class) => Err(refused(&AddressRefused { address, class })),
+            Some(class) => Err(blocked(&AddressBlocked { address, class })),
         }
     }
 
@@ -317,20 +317,20 @@ fn event_body(message: &WebhookMessage, now: DateTime<Utc>) -> Vec<u8> {
     serde_json::to_vec(&body).expect("a JSON value always serializes")
 }
 
-/// Classifies a request that got no reply: refused by the resolver, or a transport failure.
+/// Classifies a request that got no reply: blocked by the resolver, or a transport failure.
 fn request_error(error: &reqwest::Error) -> SendError {
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        if let Some(refusal) = cause.downcast_ref::<AddressRefused>() {
-            return refused(refusal);
+        if let Some(blocked_address) = cause.downcast_ref::<AddressBlocked>() {
+            return blocked(blocked_address);
         }
         source = cause.source();
     }
     http::transport_error(error)
 }
 
-fn refused(refusal: &AddressRefused) -> SendError {
-    SendError::permanent(format!("request not sent: {refusal}")).with_code(ADDRESS_REFUSED)
+fn blocked(blocked_address: &AddressBlocked) -> SendError {
+    SendError::permanent(format!("request not sent: {blocked_address}")).with_code(ADDRESS_BLOCKED)
 }
 
 fn parse_url(key: &str, text: &str) -> Result<reqwest::Url, ConfigError> {

@@ -1,7 +1,7 @@
 //! A DNS resolver for the webhook client that returns only addresses the policy allows.
 //! The client connects only to what its resolver returns, so the addresses checked are the
 //! addresses used: a DNS answer that changes between a check and the connection (DNS
-//! rebinding) cannot slip a refused address through.
+//! rebinding) cannot slip a blocked address through.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,16 +9,16 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::address::{AddressClass, AddressPolicy};
 
-/// A connection refused because of the address it would reach. The webhook adapter finds
+/// A connection blocked because of the address it would reach. The webhook adapter finds
 /// it in a failed request's cause chain and fails the channel permanently.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{address} is a {} address, which this provider may not connect to", class.as_str())]
-pub struct AddressRefused {
+pub struct AddressBlocked {
     pub address: IpAddr,
     pub class: AddressClass,
 }
 
-/// Resolves names through the system resolver and drops every refused address.
+/// Resolves names through the system resolver and drops every blocked address.
 #[derive(Debug, Clone, Copy)]
 pub struct GuardedResolver {
     pub policy: AddressPolicy,
@@ -31,16 +31,16 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (allowed, refused) = filter(policy, resolved);
+            let (allowed, blocked) = filter(policy, resolved);
             if allowed.is_empty()
-                && let Some(refused) = refused
+                && let Some(blocked) = blocked
             {
-                return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(blocked) as Box<dyn std::error::Error + Send + Sync>);
             }
-            if refused.is_some() {
+            if blocked.is_some() {
                 tracing::debug!(
                     allowed = allowed.len(),
-                    "dropped refused addresses from a webhook host's DNS answer"
+                    "dropped blocked addresses from a webhook host's DNS answer"
                 );
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
@@ -48,25 +48,25 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Splits resolved addresses into those allowed and the first refusal, if any.
+/// Splits resolved addresses into those allowed and the first blocked one, if any.
 fn filter(
     policy: AddressPolicy,
     resolved: Vec<SocketAddr>,
-) -> (Vec<SocketAddr>, Option<AddressRefused>) {
+) -> (Vec<SocketAddr>, Option<AddressBlocked>) {
     let mut allowed = Vec::new();
-    let mut refused = None;
+    let mut blocked = None;
     for address in resolved {
-        match policy.refusal(address.ip()) {
+        match policy.blocked_class(address.ip()) {
             None => allowed.push(address),
             Some(class) => {
-                refused.get_or_insert(AddressRefused {
+                blocked.get_or_insert(AddressBlocked {
                     address: address.ip(),
                     class,
                 });
             }
         }
     }
-    (allowed, refused)
+    (allowed, blocked)
 }
 
 #[cfg(test)]
@@ -83,13 +83,13 @@ mod tests {
     #[test]
     fn filter_keeps_only_allowed_addresses() {
         let policy = AddressPolicy::default();
-        let (allowed, refused) = filter(policy, addresses(&["10.0.0.1", "93.184.215.14"]));
+        let (allowed, blocked) = filter(policy, addresses(&["10.0.0.1", "93.184.215.14"]));
         assert_eq!(allowed, addresses(&["93.184.215.14"]));
-        assert_eq!(refused.unwrap().class, AddressClass::Private);
+        assert_eq!(blocked.unwrap().class, AddressClass::Private);
     }
 
     #[tokio::test]
-    async fn localhost_is_refused_without_allow_loopback() {
+    async fn localhost_is_blocked_without_allow_loopback() {
         let resolver = GuardedResolver {
             policy: AddressPolicy::default(),
         };
@@ -97,10 +97,10 @@ mod tests {
             Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
             Err(error) => error,
         };
-        let refused = error
-            .downcast_ref::<AddressRefused>()
-            .expect("an AddressRefused");
-        assert_eq!(refused.class, AddressClass::Loopback);
+        let blocked = error
+            .downcast_ref::<AddressBlocked>()
+            .expect("an AddressBlocked");
+        assert_eq!(blocked.class, AddressClass::Loopback);
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ impl SigningKeys {
             keys.push(decode(key, index, token)?);
         }
         if keys.is_empty() {
-            return Err(ConfigError::invalid(key, "holds no signing secret"));
+            return Err(ConfigError::invalid(key, "contains no signing secret"));
         }
         Ok(SigningKeys(keys))
     }
@@ -166,7 +166,8 @@ mod tests {
         let job = JobId::parse("invoice.paid:42").unwrap();
         let id = webhook_id(&job, ChannelKind::Webhook);
         assert_eq!(id, webhook_id(&job, ChannelKind::Webhook));
-        assert!(id.starts_with("msg_") && !id.contains('.'), "{id}");
+        assert!(id.starts_with("msg_"), "{id}");
+        assert!(!id.contains('.'), "{id}");
         assert_eq!(id.len(), 4 + ID_HEX_DIGITS);
         let other = JobId::parse("invoice.paid:43").unwrap();
         assert_ne!(id, webhook_id(&other, ChannelKind::Webhook));
