@@ -133,6 +133,15 @@ mod tests {
     }
 
     #[test]
+    fn stored_webhook_target_is_masked() {
+        let endpoint = display_form("webhook", Some("endpoint:billing"), "ab");
+        assert_eq!(endpoint, "endpoint:billing");
+        let url = display_form("webhook", Some("https://h.example/t/secret?k=1"), "ab");
+        assert!(url.starts_with("https://h.example/…#"), "{url}");
+        assert!(!url.contains("secret"), "{url}");
+    }
+
+    #[test]
     fn missing_recipient_shows_hash_prefix() {
         let hash = "0123456789abcdef0123";
         assert_eq!(display_form("push", None, hash), "hmac:0123456789ab");
