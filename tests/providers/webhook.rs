@@ -4,8 +4,10 @@
 //! blocked addresses use only addresses that are blocked before any connection, so no test
 //! sends traffic beyond loopback.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -233,9 +235,21 @@ async fn retry_keeps_id_with_fresh_timestamp() {
 #[tokio::test]
 async fn rotation_signs_with_both_secrets() {
     let server = receiver(200).await;
-    let clock = TestClock::new();
-    let secrets = format!("{SECRET_A} {SECRET_B}");
-    let sender = billing_sender(&format!("{}/hook", server.uri()), &secrets, &clock);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "{SECRET_A}\n{SECRET_B}").unwrap();
+    let url = format!("{}/hook", server.uri());
+    let sender = sender(
+        &[
+            ("PROVIDERS__WEBHOOK__ALLOW_LOOPBACK", "true"),
+            ("PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__URL", &url),
+            (
+                "PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__SIGNING_SECRETS_FILE",
+                file.path().to_str().unwrap(),
+            ),
+        ],
+        &TestClock::new(),
+        &Arc::new(Metrics::new()),
+    );
 
     send(&sender, &to_endpoint("billing")).await.unwrap();
 
@@ -390,7 +404,7 @@ async fn too_many_requests_is_rate_limited() {
     let error = send(&sender, &to_endpoint("billing")).await.unwrap_err();
 
     assert_eq!(error.class, ErrorClass::RateLimited);
-    assert_eq!(error.retry_after, Some(std::time::Duration::from_secs(12)));
+    assert_eq!(error.retry_after, Some(Duration::from_secs(12)));
 }
 
 #[tokio::test]
@@ -443,4 +457,32 @@ async fn unknown_endpoint_fails_permanently() {
     assert_eq!(result.as_ref().unwrap_err().class, ErrorClass::Permanent);
     assert_eq!(error_code(&result), Some(webhook::UNKNOWN_ENDPOINT));
     assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn timeout_is_transient() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let url = format!("{}/hook", server.uri());
+    let sender = sender(
+        &[
+            ("PROVIDERS__WEBHOOK__ALLOW_LOOPBACK", "true"),
+            ("PROVIDERS__WEBHOOK__REQUEST_TIMEOUT_MS", "200"),
+            ("PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__URL", &url),
+            (
+                "PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__SIGNING_SECRETS",
+                SECRET_A,
+            ),
+        ],
+        &TestClock::new(),
+        &Arc::new(Metrics::new()),
+    );
+
+    let result = send(&sender, &to_endpoint("billing")).await;
+
+    assert_eq!(result.as_ref().unwrap_err().class, ErrorClass::Transient);
+    assert_eq!(error_code(&result), Some("timeout"));
 }

@@ -94,7 +94,7 @@ impl AddressPolicy {
 
 /// Returns the class of a non-public address, judging an IPv6 address that embeds an IPv4
 /// one (IPv4-mapped, IPv4-compatible, NAT64 or 6to4) by the embedded address.
-pub fn classify(address: IpAddr) -> Option<AddressClass> {
+fn classify(address: IpAddr) -> Option<AddressClass> {
     if let IpAddr::V6(v6) = address
         && let Some(v4) = embedded_ipv4(v6)
     {

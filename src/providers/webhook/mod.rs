@@ -28,11 +28,11 @@ use reqwest::redirect;
 use serde_json::json;
 use tracing::warn;
 
-pub use address::{AddressClass, AddressPolicy, classify as classify_address};
+pub use address::{AddressClass, AddressPolicy};
 pub use allowlist::UrlAllowlist;
 pub use reply::{ENDPOINT_GONE, REDIRECT};
 pub use resolver::{AddressBlocked, GuardedResolver};
-pub use signature::{SigningKeys, sign, webhook_id};
+pub use signature::{SigningKeys, webhook_id};
 
 use super::http;
 use super::{Delivered, Provider, SendError, SendRequest, SendResult};

@@ -81,7 +81,7 @@ fn decode(key: &str, index: usize, token: &str) -> Result<Vec<u8>, ConfigError> 
 }
 
 /// Signs one request with one secret: `v1,<base64 HMAC-SHA256>`.
-pub fn sign(secret: &[u8], webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+fn sign(secret: &[u8], webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(webhook_id.as_bytes());
