@@ -65,7 +65,7 @@ fn sender(overrides: &[(&str, &str)], clock: &TestClock, metrics: &Arc<Metrics>)
         .with_clock(clock.as_clock())
 }
 
-/// A sender with endpoint `billing` at `url`, signed with `secrets`, loopback allowed.
+/// Builds a sender with endpoint `billing` at `url`, signed with `secrets`, loopback allowed.
 fn billing_sender(url: &str, secrets: &str, clock: &TestClock) -> WebhookSender {
     sender(
         &[
