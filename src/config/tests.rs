@@ -287,6 +287,14 @@ fn redacted_toml_hides_webhook_secrets_and_headers() {
         "Bearer hunter2",
     );
     let rendered = load_webhook(&[header]).unwrap().to_redacted_toml();
+    assert!(
+        rendered.contains("[providers.webhook.endpoints.billing]"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(&format!("authorization = \"{REDACTED}\"")),
+        "{rendered}"
+    );
     assert!(!rendered.contains("hunter2"), "{rendered}");
     assert!(!rendered.contains("MfKQ9r8G"), "{rendered}");
 }

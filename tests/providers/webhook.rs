@@ -274,6 +274,8 @@ async fn private_addresses_are_blocked_before_connecting() {
     let port = server.address().port();
     let localhost = format!("http://localhost:{port}/hook");
     let loopback = format!("http://127.0.0.1:{port}/hook");
+    // 2130706433 is 127.0.0.1 as one decimal number, which URL parsing normalizes.
+    let decimal = format!("http://2130706433:{port}/hook");
     let cases = [
         ("ten", "http://10.0.0.1/hook"),
         ("metadata", "http://169.254.169.254/latest/meta-data/"),
@@ -281,6 +283,7 @@ async fn private_addresses_are_blocked_before_connecting() {
         ("mapped", "http://[::ffff:10.0.0.1]/hook"),
         ("localhost", localhost.as_str()),
         ("loopback", loopback.as_str()),
+        ("decimal", decimal.as_str()),
     ];
     let mut env = Vec::new();
     for (name, url) in cases {
