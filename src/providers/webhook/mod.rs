@@ -102,30 +102,15 @@ impl WebhookSender {
             ConfigError::invalid(&key, format!("failed to build the HTTP client: {error}"))
         })?;
 
-        let mut endpoints = BTreeMap::new();
-        for (endpoint_name, endpoint) in &config.endpoints {
-            let endpoint_key = format!("{key}.endpoints.{endpoint_name}");
-            let secrets = endpoint.signing_secrets(&endpoint_key)?;
-            let endpoint = Endpoint {
-                url: parse_url(&format!("{endpoint_key}.url"), &endpoint.url)?,
-                keys: SigningKeys::parse(&format!("{endpoint_key}.signing_secrets"), &secrets)?,
-                headers: header_map(&endpoint_key, &endpoint.headers)?,
-            };
-            metrics.set_webhook_endpoint_disabled(name, endpoint_name, false);
-            endpoints.insert(endpoint_name.clone(), endpoint);
-        }
-
+        let endpoints = load_endpoints(name, config, &metrics)?;
         let allowlist =
             UrlAllowlist::parse(&format!("{key}.url_allowlist"), &config.url_allowlist)?;
-        let url_keys = match allowlist.is_empty() {
-            true => None,
-            false => {
-                let secrets = config.signing_secrets(&key)?;
-                Some(SigningKeys::parse(
-                    &format!("{key}.signing_secrets"),
-                    &secrets,
-                )?)
-            }
+        let url_keys = if allowlist.is_empty() {
+            None
+        } else {
+            let secrets = config.signing_secrets(&key)?;
+            let keys = SigningKeys::parse(&format!("{key}.signing_secrets"), &secrets)?;
+            Some(keys)
         };
 
         Ok(WebhookSender {
@@ -289,6 +274,28 @@ impl Provider for WebhookSender {
             ..delivered
         })
     }
+}
+
+/// Loads the endpoints of provider `name` with their secrets and headers, and creates their
+/// disabled-endpoint series at zero.
+fn load_endpoints(
+    name: &str,
+    config: &WebhookConfig,
+    metrics: &Metrics,
+) -> Result<BTreeMap<String, Endpoint>, ConfigError> {
+    let mut endpoints = BTreeMap::new();
+    for (endpoint_name, endpoint) in &config.endpoints {
+        let key = format!("providers.{name}.endpoints.{endpoint_name}");
+        let secrets = endpoint.signing_secrets(&key)?;
+        let ready = Endpoint {
+            url: parse_url(&format!("{key}.url"), &endpoint.url)?,
+            keys: SigningKeys::parse(&format!("{key}.signing_secrets"), &secrets)?,
+            headers: header_map(&key, &endpoint.headers)?,
+        };
+        metrics.set_webhook_endpoint_disabled(name, endpoint_name, false);
+        endpoints.insert(endpoint_name.clone(), ready);
+    }
+    Ok(endpoints)
 }
 
 /// Builds the client of one webhook provider: the policy's resolver, no proxy, no
