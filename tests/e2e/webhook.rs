@@ -31,6 +31,30 @@ fn signature_verifies(request: &wiremock::Request) -> bool {
     })
 }
 
+/// Returns the settings that turn the webhook channel on with endpoint `example` at `url`.
+fn webhook_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("HERALD__CHANNELS__WEBHOOK", "webhook".to_owned()),
+        (
+            "HERALD__PROVIDERS__WEBHOOK__ALLOW_LOOPBACK",
+            "true".to_owned(),
+        ),
+        (
+            "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__EXAMPLE__URL",
+            url.to_owned(),
+        ),
+        (
+            "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__EXAMPLE__SIGNING_SECRETS",
+            SECRET.to_owned(),
+        ),
+    ]
+}
+
+async fn start_with(fixture: &Fixture, env: &[(&'static str, String)]) -> RunningHerald {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fixture.start(&env).await
+}
+
 #[tokio::test]
 async fn webhook_job_is_delivered_signed() {
     let fixture = Fixture::new("webhook").await;
@@ -48,17 +72,7 @@ async fn webhook_job_is_delivered_signed() {
         .mount(&receiver)
         .await;
     let url = format!("{}/hooks/example", receiver.uri());
-    let herald = fixture
-        .start(&[
-            ("HERALD__CHANNELS__WEBHOOK", "webhook"),
-            ("HERALD__PROVIDERS__WEBHOOK__ALLOW_LOOPBACK", "true"),
-            ("HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__EXAMPLE__URL", &url),
-            (
-                "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__EXAMPLE__SIGNING_SECRETS",
-                SECRET,
-            ),
-        ])
-        .await;
+    let herald = start_with(&fixture, &webhook_env(&url)).await;
 
     let job = job("webhook-7", 7, &["email", "webhook"]);
     fixture.topology.publish_jobs(&[job]).await;
@@ -106,4 +120,59 @@ async fn webhook_job_is_delivered_signed() {
         !logs.contains("/hooks/example"),
         "logs show the endpoint's URL"
     );
+}
+
+#[tokio::test]
+async fn gone_endpoint_is_disabled() {
+    let fixture = Fixture::new("webhook-gone").await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(410))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}/hooks/example", receiver.uri());
+    let herald = start_with(&fixture, &webhook_env(&url)).await;
+
+    for (index, id) in ["gone-1", "gone-2"].into_iter().enumerate() {
+        fixture
+            .topology
+            .publish_jobs(&[job(id, index as u64, &["webhook"])])
+            .await;
+        herald
+            .wait_for_metric(
+                "herald_jobs_completed_total",
+                &[("outcome", "failed")],
+                (index + 1) as f64,
+                Duration::from_secs(20),
+            )
+            .await;
+    }
+
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 1);
+    let dead = fixture
+        .topology
+        .drain(&fixture.topology.dead_letter_queue)
+        .await;
+    let codes: Vec<&str> = dead
+        .iter()
+        .map(|message| message.headers["x-herald-error-code"].as_str())
+        .collect();
+    assert_eq!(codes, ["endpoint_gone", "endpoint_disabled"]);
+    assert!(
+        dead.iter()
+            .all(|m| m.headers["x-herald-reason"] == "permanent")
+    );
+
+    let disabled = [("provider", "webhook"), ("endpoint", "example")];
+    let metrics = herald.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "herald_webhook_endpoint_disabled", &disabled),
+        1.0
+    );
+    let warned = log_position(
+        &herald.logs(),
+        "webhook endpoint replied 410 Gone; disabled until Herald restarts",
+        &[("endpoint", "example"), ("provider", "webhook")],
+    );
+    assert!(warned.is_some(), "no warning names the disabled endpoint");
 }
