@@ -1,6 +1,7 @@
 //! The daemon's lifecycle: build the components, serve the admin port, consume through
 //! broker sessions that reconnect when lost, and drain on shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::handler::{JobHandler, LedgerGate};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::pool::{ConsumeEnd, WorkerPool};
+use crate::providers::Provider;
 use crate::providers::http::build_client;
 use crate::redelivery::RedeliveryPolicy;
 use crate::retry::RetryPolicy;
@@ -52,9 +54,22 @@ impl Herald {
     /// Builds every component and starts consuming in the background. Returns once the
     /// admin port is bound; connecting to RabbitMQ goes on in the background, with retries.
     pub async fn start(settings: Settings, shutdown: Shutdown) -> Result<Herald, StartError> {
+        Herald::start_with_adapters(settings, HashMap::new(), shutdown).await
+    }
+
+    /// Starts like [`Herald::start`], but sends through `adapters` instead of building the
+    /// providers of those names from their configuration. Their sections must still be
+    /// configured, for the limits and the channel they serve. For embedding and tests.
+    pub async fn start_with_adapters(
+        settings: Settings,
+        adapters: HashMap<String, Arc<dyn Provider>>,
+        shutdown: Shutdown,
+    ) -> Result<Herald, StartError> {
         let metrics = Arc::new(Metrics::new());
         let client = build_client(&settings.http)?;
-        let routes = Arc::new(Routes::build(&settings, &client, &metrics)?);
+        let routes = Arc::new(Routes::build_with_adapters(
+            &settings, &client, &metrics, &adapters,
+        )?);
         settings.ledger.recipient_hash_key()?;
         let ledger = Ledger::connect(&settings.ledger).await?;
 

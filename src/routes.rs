@@ -1,6 +1,6 @@
 //! Routes: the provider that sends each channel, with that provider's limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::{ConfigError, Settings};
@@ -28,6 +28,17 @@ impl Routes {
         client: &reqwest::Client,
         metrics: &Arc<Metrics>,
     ) -> Result<Routes, ConfigError> {
+        Routes::build_with_adapters(settings, client, metrics, &HashMap::new())
+    }
+
+    /// Builds routes like [`Routes::build`], taking the adapter of each provider named in
+    /// `adapters` from there instead of building it.
+    pub fn build_with_adapters(
+        settings: &Settings,
+        client: &reqwest::Client,
+        metrics: &Arc<Metrics>,
+        adapters: &HashMap<String, Arc<dyn Provider>>,
+    ) -> Result<Routes, ConfigError> {
         let mut by_channel = BTreeMap::new();
         for kind in ChannelKind::ALL {
             let Some(name) = settings.channels.provider_for(kind)? else {
@@ -49,7 +60,10 @@ impl Routes {
                 metrics.clone(),
             );
             let route = Route {
-                provider: providers::build(name, config, client, &settings.http, metrics)?,
+                provider: match adapters.get(name) {
+                    Some(adapter) => adapter.clone(),
+                    None => providers::build(name, config, client, &settings.http, metrics)?,
+                },
                 provider_name,
                 limits,
             };
