@@ -31,8 +31,10 @@ fn defaults_load() {
     let ProviderConfig::Webhook(webhook) = &settings.providers["webhook"] else {
         panic!("providers.webhook is not of kind webhook");
     };
-    assert!(!webhook.allow_loopback && !webhook.allow_private_networks);
-    assert!(webhook.url_allowlist.is_empty() && webhook.endpoints.is_empty());
+    assert!(!webhook.allow_loopback);
+    assert!(!webhook.allow_private_networks);
+    assert!(webhook.url_allowlist.is_empty());
+    assert!(webhook.endpoints.is_empty());
 }
 
 #[test]
