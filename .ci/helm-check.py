@@ -40,7 +40,14 @@ CHART_DASHBOARD = CHART / "files" / "herald-dashboard.json"
 KUBE_VERSIONS = ["1.27", kubernetes_validate.utils.latest_version()]
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 # Config keys whose values are secrets. The chart must never render them into herald.toml.
-INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json", "password", "recipient_hash_key"}
+INLINE_SECRET_KEYS = {
+    "api_key",
+    "auth_token",
+    "service_account_json",
+    "password",
+    "recipient_hash_key",
+    "signing_secrets",
+}
 # Keys that default.toml lists only as comments, because they have no default.
 COMMENTED_KEYS = {
     "providers.sendgrid.api_key",
@@ -53,6 +60,12 @@ COMMENTED_KEYS = {
     "providers.smtp.password_file",
     "ledger.recipient_hash_key",
     "ledger.recipient_hash_key_file",
+    "providers.webhook.signing_secrets",
+    "providers.webhook.signing_secrets_file",
+    "providers.webhook.endpoints.NAME.url",
+    "providers.webhook.endpoints.NAME.signing_secrets",
+    "providers.webhook.endpoints.NAME.signing_secrets_file",
+    "providers.webhook.endpoints.NAME.headers",
 }
 # Keys the chart renders itself from other values.
 CHART_OWNED_KEYS = {"admin.listen", "shutdown.grace_period_secs"}
@@ -77,6 +90,10 @@ MUST_FAIL = [
         "password",
     ),
     ("unknown SMTP TLS mode", {"config": {"providers": {"smtp": {"tls": "ssl"}}}}, "/config/providers/smtp/tls"),
+        "inline webhook signing secret",
+        {"config": {"providers": {"webhook": {"endpoints": {"billing": {"signing_secrets": "whsec_x"}}}}}},
+        "signing_secrets",
+    ),
     ("text where a number belongs", {"config": {"pool": {"workers": "many"}}}, "/config/pool/workers"),
     ("unknown config section", {"config": {"ledgr": {"url": "postgres://x"}}}, "ledgr"),
     ("chart-owned admin section", {"config": {"admin": {"listen": "0.0.0.0:1"}}}, "admin"),
@@ -130,6 +147,17 @@ def flatten_keys(table: dict, prefix: str = "") -> set[str]:
     return keys
 
 
+def generic_key(key: str) -> str:
+    """Return `key` with user-chosen names replaced: a webhook endpoint's name by NAME, and
+    everything below `headers` cut, so it can be compared with the documented keys."""
+    parts = key.split(".")
+    if len(parts) > 3 and parts[0] == "providers" and parts[2] == "endpoints":
+        parts[3] = "NAME"
+    if "headers" in parts:
+        parts = parts[: parts.index("headers") + 1]
+    return ".".join(parts)
+
+
 def default_toml_keys() -> set[str]:
     defaults = tomllib.loads(DEFAULT_TOML.read_text())
     return flatten_keys(defaults) | COMMENTED_KEYS
@@ -144,6 +172,10 @@ def schema_config_keys(schema: dict) -> set[str]:
             path = f"{prefix}{key}"
             if "properties" in child:
                 keys |= walk(child, f"{path}.")
+            elif len(child.get("patternProperties", {})) == 1:
+                # A map of user-chosen names, such as webhook endpoints.
+                (entry,) = child["patternProperties"].values()
+                keys |= walk(entry, f"{path}.NAME.")
             else:
                 keys.add(path)
         return keys
@@ -217,10 +249,10 @@ def check_config(report: Report, label: str, objects: list[tuple[str, dict]], kn
         unknown = set()
         for key in keys:
             parts = key.split(".")
-            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm", "smtp"):
+            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm", "smtp", "webhook"):
                 kind = rendered["providers"][parts[1]].get("kind", "")
                 key = ".".join(["providers", kind] + parts[2:]) if kind else "providers.kind"
-            if key not in known:
+            if generic_key(key) not in known:
                 unknown.add(key)
         report.check(not unknown, f"{name}: herald.toml uses only Herald's keys", f"unknown {sorted(unknown)}")
         inline = sorted(k for k in keys if k.split(".")[-1] in INLINE_SECRET_KEYS)

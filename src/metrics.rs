@@ -75,6 +75,7 @@ pub struct Metrics {
     broker_connected: IntGauge,
     consuming: IntGauge,
     ledger_available: IntGauge,
+    webhook_endpoints_disabled: IntGaugeVec,
 }
 
 impl Metrics {
@@ -158,6 +159,11 @@ impl Metrics {
                 "herald_consuming",
                 "1 while Herald consumes from the work queue, else 0. Readiness follows it.",
             ),
+            webhook_endpoints_disabled: gauge_vec(
+                "herald_webhook_endpoint_disabled",
+                "1 while a configured webhook endpoint is disabled because it replied 410 Gone, else 0, by provider and endpoint name. A restart enables it again.",
+                &["provider", "endpoint"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -202,7 +208,8 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(self.webhook_endpoints_disabled.clone()),
             Box::new(self.ledger_available.clone()),
             Box::new(self.possible_duplicates.clone()),
             Box::new(self.delayed_retries.clone()),
@@ -313,6 +320,14 @@ impl Metrics {
 
     pub fn set_consuming(&self, consuming: bool) {
         self.consuming.set(i64::from(consuming));
+    }
+
+    /// Sets whether a webhook endpoint is disabled. Endpoint names come from the config, so
+    /// the label set stays bounded.
+    pub fn set_webhook_endpoint_disabled(&self, provider: &str, endpoint: &str, disabled: bool) {
+        self.webhook_endpoints_disabled
+            .with_label_values(&[provider, endpoint])
+            .set(i64::from(disabled));
     }
 
     pub fn set_ledger_available(&self, available: bool) {

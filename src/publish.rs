@@ -130,6 +130,11 @@ pub fn example_job(id: &str, index: u64, channels: &[String]) -> serde_json::Val
                 "body": "Hello from Herald",
                 "data": {"screen": "home"},
             }),
+            "webhook" => json!({
+                "endpoint": "example",
+                "event_type": "user.welcomed",
+                "payload": {"user": index},
+            }),
             other => json!({"note": format!("{other} is not a channel Herald knows")}),
         };
         requested.insert(channel.clone(), body);
@@ -221,10 +226,10 @@ mod tests {
 
     #[test]
     fn example_jobs_are_valid() {
-        let channels = ["email", "sms", "push"].map(String::from);
+        let channels = ["email", "sms", "push", "webhook"].map(String::from);
         for body in example_bodies(50, &channels) {
             let job = Job::parse(&body, 1 << 20).unwrap();
-            assert_eq!(job.channels.len(), 3);
+            assert_eq!(job.channels.len(), 4);
         }
     }
 }

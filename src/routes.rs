@@ -62,7 +62,7 @@ impl Routes {
             let route = Route {
                 provider: match adapters.get(name) {
                     Some(adapter) => adapter.clone(),
-                    None => providers::build(name, config, client)?,
+                    None => providers::build(name, config, client, &settings.http, metrics)?,
                 },
                 provider_name,
                 limits,

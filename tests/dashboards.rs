@@ -266,6 +266,16 @@ fn settings(names: &Names) -> Settings {
             "HERALD__PROVIDERS__FCM__SERVICE_ACCOUNT_FILE",
             service_account,
         ),
+        // One webhook endpoint, so the per-endpoint series exist.
+        ("HERALD__CHANNELS__WEBHOOK", "webhook"),
+        (
+            "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__EXAMPLE__URL",
+            NO_PROVIDER,
+        ),
+        (
+            "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__EXAMPLE__SIGNING_SECRETS",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
     ]
     .map(|(key, value)| (key.to_owned(), value.to_owned()));
     Settings::load_with_env(None, env).expect("the test settings are valid")

@@ -64,6 +64,19 @@ fn schema_accepts_valid_jobs() {
         ),
         with("/channels/push", json!({"token": "t", "data": {"k": "v"}})),
         with("/id", json!("A-z.0_9:x")),
+        with(
+            "/channels",
+            json!({"webhook": {"endpoint": "billing", "payload": {}}}),
+        ),
+        with(
+            "/channels",
+            json!({"webhook": {
+                "url": "https://hooks.example.com/herald?tenant=7",
+                "event_type": "invoice.paid",
+                "occurred_at": "2026-01-02T03:04:05Z",
+                "payload": {"invoice": {"id": 7}}
+            }}),
+        ),
         {
             let mut job = base();
             job["channels"]["carrier_pigeon"] = json!({"to": "roof"});
@@ -111,6 +124,36 @@ fn schema_rejects_what_herald_rejects() {
         with("/channels/push/data", json!({"count": 3})),
         with("/channels/push/data", json!({"from": "x"})),
         with("/channels/push/data", json!({"google.x": "y"})),
+        with("/channels", json!({"webhook": {"payload": {}}})),
+        with(
+            "/channels",
+            json!({"webhook": {"endpoint": "a", "url": "https://h.example", "payload": {}}}),
+        ),
+        with("/channels", json!({"webhook": {"endpoint": "a"}})),
+        with(
+            "/channels",
+            json!({"webhook": {"endpoint": "a", "payload": [1]}}),
+        ),
+        with(
+            "/channels",
+            json!({"webhook": {"endpoint": "Billing", "payload": {}}}),
+        ),
+        with(
+            "/channels",
+            json!({"webhook": {"url": "ftp://h.example/x", "payload": {}}}),
+        ),
+        with(
+            "/channels",
+            json!({"webhook": {"url": "https://u:p@h.example/x", "payload": {}}}),
+        ),
+        with(
+            "/channels",
+            json!({"webhook": {"endpoint": "a", "event_type": "a b", "payload": {}}}),
+        ),
+        with(
+            "/channels",
+            json!({"webhook": {"endpoint": "a", "occurred_at": "soon", "payload": {}}}),
+        ),
     ];
     for job in &invalid {
         assert!(!accepted_by_herald(job), "Herald accepted {job}");

@@ -10,6 +10,7 @@ mod providers;
 mod secret;
 mod sections;
 mod smtp;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use sections::{
     PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
 };
 pub use smtp::{SmtpConfig, SmtpTls};
+pub use webhook::{WebhookConfig, WebhookEndpointConfig, parse_allowlist_entry};
 
 use crate::job::ChannelKind;
 

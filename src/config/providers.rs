@@ -10,6 +10,7 @@ use super::ConfigError;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
 use super::smtp::SmtpConfig;
+use super::webhook::WebhookConfig;
 use crate::job::ChannelKind;
 
 /// One configured provider.
@@ -20,6 +21,7 @@ pub enum ProviderConfig {
     Twilio(TwilioConfig),
     Fcm(FcmConfig),
     Smtp(SmtpConfig),
+    Webhook(WebhookConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -31,6 +33,9 @@ pub struct RateLimitConfig {
 }
 
 impl ProviderConfig {
+    /// Every accepted `kind`, for error messages.
+    pub const KINDS: [&'static str; 5] = ["sendgrid", "twilio", "fcm", "smtp", "webhook"];
+
     /// Types the section `providers.NAME` by its `kind`. The `config` crate's own value
     /// deserializer is used because it parses numbers given as environment strings.
     pub(super) fn from_value(name: &str, value: config::Value) -> Result<Self, ConfigError> {
@@ -63,9 +68,16 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Smtp)
                 .map_err(typed),
+            "webhook" => value
+                .try_deserialize()
+                .map(ProviderConfig::Webhook)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
-                format!("unknown provider kind `{other}`; expected sendgrid, twilio, fcm or smtp"),
+                format!(
+                    "unknown provider kind `{other}`; expected one of: {}",
+                    ProviderConfig::KINDS.join(", ")
+                ),
             )),
         }
     }
@@ -76,6 +88,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Fcm(_) => "fcm",
             ProviderConfig::Smtp(_) => "smtp",
+            ProviderConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -86,6 +99,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(_) => ChannelKind::Sms,
             ProviderConfig::Fcm(_) => ChannelKind::Push,
             ProviderConfig::Smtp(_) => ChannelKind::Email,
+            ProviderConfig::Webhook(_) => ChannelKind::Webhook,
         }
     }
 
@@ -95,6 +109,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(config) => config.rate_limit,
             ProviderConfig::Fcm(config) => config.rate_limit,
             ProviderConfig::Smtp(config) => config.rate_limit,
+            ProviderConfig::Webhook(config) => config.rate_limit,
         }
     }
 
@@ -104,6 +119,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(config) => config.max_in_flight,
             ProviderConfig::Fcm(config) => config.max_in_flight,
             ProviderConfig::Smtp(config) => config.max_in_flight,
+            ProviderConfig::Webhook(config) => config.max_in_flight,
         }
     }
 
@@ -115,16 +131,19 @@ impl ProviderConfig {
             ProviderConfig::Twilio(config) => config.check_account(key),
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
             ProviderConfig::Smtp(config) => config.check_secrets(key),
+            ProviderConfig::Webhook(config) => config.check_secrets(key),
         }
     }
 
-    /// Returns the HTTP API's base URL; SMTP has none.
+    /// Returns the HTTP API's base URL. SMTP has none, and a webhook provider's URLs are
+    /// per endpoint.
     fn base_url(&self) -> Option<&str> {
         match self {
             ProviderConfig::Sendgrid(config) => Some(&config.base_url),
             ProviderConfig::Twilio(config) => Some(&config.base_url),
             ProviderConfig::Fcm(config) => Some(&config.base_url),
             ProviderConfig::Smtp(_) => None,
+            ProviderConfig::Webhook(_) => None,
         }
     }
 
@@ -145,6 +164,7 @@ impl ProviderConfig {
             ProviderConfig::Twilio(config) => config.validate(key),
             ProviderConfig::Fcm(config) => config.validate(key),
             ProviderConfig::Smtp(config) => config.validate(key),
+            ProviderConfig::Webhook(config) => config.validate(key),
         }
     }
 }
@@ -154,7 +174,7 @@ fn strip_kind(mut table: config::Map<String, config::Value>) -> config::Map<Stri
     table
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|error| ConfigError::invalid(key, format!("is not a URL: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {

@@ -310,6 +310,8 @@ pub struct ChannelsConfig {
     pub sms: Vec<String>,
     #[serde(deserialize_with = "names_list")]
     pub push: Vec<String>,
+    #[serde(default, deserialize_with = "names_list")]
+    pub webhook: Vec<String>,
 }
 
 impl ChannelsConfig {
@@ -318,6 +320,7 @@ impl ChannelsConfig {
             ChannelKind::Email => &self.email,
             ChannelKind::Sms => &self.sms,
             ChannelKind::Push => &self.push,
+            ChannelKind::Webhook => &self.webhook,
         }
     }
 
@@ -339,7 +342,9 @@ impl ChannelsConfig {
 
 /// Accepts a TOML list of names or, as environment variables give it, one comma-separated
 /// string.
-fn names_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn names_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Names {

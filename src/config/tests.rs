@@ -18,7 +18,9 @@ fn defaults_load() {
     let settings = load(&[]).unwrap();
     assert_eq!(settings.broker.prefetch, 256);
     assert_eq!(settings.pool.workers, 256);
-    assert_eq!(settings.providers.len(), 4);
+    for name in ["sendgrid", "twilio", "fcm", "smtp", "webhook"] {
+        assert_eq!(settings.providers[name].kind(), name, "built-in provider {name}");
+    }
     let smtp = smtp_of(&settings);
     assert_eq!(smtp.tls, SmtpTls::Starttls);
     assert_eq!(smtp.port(), 587);
@@ -27,6 +29,17 @@ fn defaults_load() {
     assert_eq!(sendgrid.rate_limit().burst, 40);
     assert_eq!(settings.providers["twilio"].rate_limit().per_second, 5);
     assert_eq!(settings.providers["fcm"].rate_limit().burst, 200);
+    assert!(
+        settings.channels.webhook.is_empty(),
+        "webhooks are off by default"
+    );
+    let ProviderConfig::Webhook(webhook) = &settings.providers["webhook"] else {
+        panic!("providers.webhook is not of kind webhook");
+    };
+    assert!(!webhook.allow_loopback);
+    assert!(!webhook.allow_private_networks);
+    assert!(webhook.url_allowlist.is_empty());
+    assert!(webhook.endpoints.is_empty());
 }
 
 #[test]

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::JobError;
 use super::recipient::{DeviceToken, EmailAddress, PhoneNumber};
+use super::webhook::WebhookMessage;
 
 /// Maximum length of an email subject, in characters (the RFC 5322 line limit).
 const MAX_SUBJECT_CHARS: usize = 998;
@@ -20,10 +21,16 @@ pub enum ChannelKind {
     Email,
     Sms,
     Push,
+    Webhook,
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 3] = [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Push];
+    pub const ALL: [ChannelKind; 4] = [
+        ChannelKind::Email,
+        ChannelKind::Sms,
+        ChannelKind::Push,
+        ChannelKind::Webhook,
+    ];
 
     pub fn from_name(name: &str) -> Option<ChannelKind> {
         ChannelKind::ALL
@@ -37,6 +44,7 @@ impl ChannelKind {
             ChannelKind::Email => "email",
             ChannelKind::Sms => "sms",
             ChannelKind::Push => "push",
+            ChannelKind::Webhook => "webhook",
         }
     }
 }
@@ -53,6 +61,7 @@ pub enum Notification {
     Email(EmailMessage),
     Sms(SmsMessage),
     Push(PushMessage),
+    Webhook(WebhookMessage),
 }
 
 impl Notification {
@@ -61,6 +70,7 @@ impl Notification {
             Notification::Email(_) => ChannelKind::Email,
             Notification::Sms(_) => ChannelKind::Sms,
             Notification::Push(_) => ChannelKind::Push,
+            Notification::Webhook(_) => ChannelKind::Webhook,
         }
     }
 
@@ -70,6 +80,7 @@ impl Notification {
             Notification::Email(message) => message.to.to_string(),
             Notification::Sms(message) => message.to.to_string(),
             Notification::Push(message) => message.token.to_string(),
+            Notification::Webhook(message) => message.target.to_string(),
         }
     }
 
@@ -79,6 +90,7 @@ impl Notification {
             ChannelKind::Email => EmailMessage::parse(&prefix, body).map(Notification::Email),
             ChannelKind::Sms => SmsMessage::parse(&prefix, body).map(Notification::Sms),
             ChannelKind::Push => PushMessage::parse(&prefix, body).map(Notification::Push),
+            ChannelKind::Webhook => WebhookMessage::parse(&prefix, body).map(Notification::Webhook),
         }
     }
 }
@@ -222,7 +234,7 @@ fn is_reserved_data_key(key: &str) -> bool {
         || key.starts_with("gcm")
 }
 
-fn deserialize<T: serde::de::DeserializeOwned>(
+pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
     prefix: &str,
     body: serde_json::Value,
 ) -> Result<T, JobError> {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::JobError;
+use super::{ChannelKind, JobError};
 
 /// Maximum length of a job id, in characters.
 pub const MAX_JOB_ID_LEN: usize = 128;
@@ -31,6 +31,13 @@ impl JobId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Returns the key that names one channel of this job across attempts and redeliveries,
+    /// for providers that deduplicate: `{job id}/{channel}`. The `/` cannot occur in a job
+    /// id, so two jobs never share a key.
+    pub fn dedupe_key(&self, channel: ChannelKind) -> String {
+        format!("{}/{channel}", self.0)
     }
 }
 

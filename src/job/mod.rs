@@ -8,6 +8,7 @@
 mod channels;
 mod id;
 mod recipient;
+mod webhook;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use channels::{ChannelKind, EmailMessage, Notification, PushMessage, SmsMessage};
 pub use id::{JobId, MAX_JOB_ID_LEN};
 pub use recipient::{DeviceToken, EmailAddress, PhoneNumber};
+pub use webhook::{DEFAULT_EVENT_TYPE, WebhookMessage, WebhookTarget};
 
 /// Largest job body accepted by default, in bytes.
 pub const DEFAULT_MAX_JOB_BYTES: usize = 256 * 1024;

@@ -95,8 +95,9 @@ impl Ledger {
             )
         })?;
         let channel = recipient.channel().as_str();
-        let hash = hasher.hash(recipient.expose());
-        let stored = self.store_recipients.then(|| recipient.expose());
+        let exposed = recipient.expose();
+        let hash = hasher.hash(&exposed);
+        let stored = self.store_recipients.then_some(exposed.as_ref());
 
         for _ in 0..CLAIM_TRIES {
             let acquired = sqlx::query(CLAIM_SQL)

@@ -1,11 +1,15 @@
 //! Recipients in the ledger: the keyed hash every row carries, and the masked form that
 //! `herald status` prints.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
-use crate::job::{ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber};
+use crate::job::{
+    ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber, WebhookTarget,
+};
 
 /// Hex digits of the recipient hash that `herald status` prints.
 const HASH_PREFIX_LEN: usize = 12;
@@ -16,6 +20,7 @@ pub enum Recipient<'a> {
     Email(&'a EmailAddress),
     Sms(&'a PhoneNumber),
     Push(&'a DeviceToken),
+    Webhook(&'a WebhookTarget),
 }
 
 impl<'a> From<&'a Notification> for Recipient<'a> {
@@ -24,6 +29,7 @@ impl<'a> From<&'a Notification> for Recipient<'a> {
             Notification::Email(message) => Recipient::Email(&message.to),
             Notification::Sms(message) => Recipient::Sms(&message.to),
             Notification::Push(message) => Recipient::Push(&message.token),
+            Notification::Webhook(message) => Recipient::Webhook(&message.target),
         }
     }
 }
@@ -34,14 +40,16 @@ impl<'a> Recipient<'a> {
             Recipient::Email(_) => ChannelKind::Email,
             Recipient::Sms(_) => ChannelKind::Sms,
             Recipient::Push(_) => ChannelKind::Push,
+            Recipient::Webhook(_) => ChannelKind::Webhook,
         }
     }
 
-    pub(super) fn expose(self) -> &'a str {
+    pub(super) fn expose(self) -> Cow<'a, str> {
         match self {
-            Recipient::Email(address) => address.expose(),
-            Recipient::Sms(number) => number.expose(),
-            Recipient::Push(token) => token.expose(),
+            Recipient::Email(address) => Cow::Borrowed(address.expose()),
+            Recipient::Sms(number) => Cow::Borrowed(number.expose()),
+            Recipient::Push(token) => Cow::Borrowed(token.expose()),
+            Recipient::Webhook(target) => Cow::Owned(target.expose()),
         }
     }
 }
@@ -89,6 +97,7 @@ fn mask_stored(channel: &str, text: &str) -> Option<String> {
         ChannelKind::Email => EmailAddress::parse(field, text).ok().map(|a| a.to_string()),
         ChannelKind::Sms => PhoneNumber::parse(field, text).ok().map(|n| n.to_string()),
         ChannelKind::Push => DeviceToken::parse(field, text).ok().map(|t| t.to_string()),
+        ChannelKind::Webhook => WebhookTarget::parse_exposed(text).map(|t| t.to_string()),
     }
 }
 
@@ -121,6 +130,15 @@ mod tests {
     #[test]
     fn stored_phone_is_masked() {
         assert_eq!(display_form("sms", Some("+15555550123"), "ab"), "***23");
+    }
+
+    #[test]
+    fn stored_webhook_target_is_masked() {
+        let endpoint = display_form("webhook", Some("endpoint:billing"), "ab");
+        assert_eq!(endpoint, "endpoint:billing");
+        let url = display_form("webhook", Some("https://h.example/t/secret?k=1"), "ab");
+        assert!(url.starts_with("https://h.example/…#"), "{url}");
+        assert!(!url.contains("secret"), "{url}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod http;
 pub mod sendgrid;
 pub mod smtp;
 pub mod twilio;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -18,8 +19,9 @@ use async_trait::async_trait;
 
 pub use error::{ErrorClass, SendError};
 
-use crate::config::{ConfigError, ProviderConfig};
+use crate::config::{ConfigError, HttpConfig, ProviderConfig};
 use crate::job::{JobId, Notification};
+use crate::metrics::Metrics;
 
 /// The message and job id of one attempt.
 #[derive(Debug, Clone, Copy)]
@@ -52,11 +54,14 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
-/// `client` serves the HTTP providers. An SMTP provider opens its own connections.
+/// HTTP adapters share `client`. A webhook provider builds its own from `http`, because its
+/// DNS resolution is filtered, and an SMTP provider opens its own connections.
 pub fn build(
     name: &str,
     config: &ProviderConfig,
     client: &reqwest::Client,
+    http: &HttpConfig,
+    metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let key = format!("providers.{name}");
     Ok(match config {
@@ -68,5 +73,11 @@ pub fn build(
         }
         ProviderConfig::Fcm(config) => Arc::new(fcm::FcmSender::new(&key, config, client.clone())?),
         ProviderConfig::Smtp(config) => Arc::new(smtp::SmtpSender::new(&key, config)?),
+        ProviderConfig::Webhook(config) => Arc::new(webhook::WebhookSender::new(
+            name,
+            config,
+            http,
+            metrics.clone(),
+        )?),
     })
 }

@@ -25,3 +25,4 @@ mod smtp;
 #[path = "../providers/smtp_server.rs"]
 mod smtp_server;
 mod topology;
+mod webhook;

@@ -8,6 +8,7 @@ use herald::job::{
     DeviceToken, EmailAddress, EmailMessage, JobId, Notification, PhoneNumber, PushMessage,
     SmsMessage,
 };
+use herald::metrics::Metrics;
 use herald::providers::{self, Provider, SendRequest, SendResult};
 
 pub(crate) const SENDGRID_API_KEY: &str = "SG.test-key";
@@ -57,7 +58,15 @@ pub(crate) fn settings(overrides: &[(&str, &str)]) -> Settings {
 /// Builds provider `name` from `settings` with Herald's shared client.
 pub(crate) fn build(settings: &Settings, name: &str) -> Arc<dyn Provider> {
     let client = providers::http::build_client(&settings.http).expect("client builds");
-    providers::build(name, &settings.providers[name], &client).expect("provider builds")
+    let metrics = Arc::new(Metrics::new());
+    providers::build(
+        name,
+        &settings.providers[name],
+        &client,
+        &settings.http,
+        &metrics,
+    )
+    .expect("provider builds")
 }
 
 /// Builds provider `name` from the base settings with `overrides` applied.

@@ -8,3 +8,4 @@ mod sendgrid;
 mod smtp;
 mod smtp_server;
 mod twilio;
+mod webhook;
