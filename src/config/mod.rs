@@ -6,9 +6,12 @@
 //! Herald at start with a message naming the key.
 
 mod ledger;
+mod mailgun;
 mod providers;
 mod secret;
 mod sections;
+mod ses;
+mod vonage;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,12 +19,15 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
+pub use mailgun::MailgunConfig;
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
     PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
 };
+pub use ses::{SesConfig, SesCredentials};
+pub use vonage::VonageConfig;
 
 use crate::job::ChannelKind;
 

@@ -1,5 +1,6 @@
 //! Provider sections: `[providers.NAME]` with a `kind` that selects the adapter.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,8 +8,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::mailgun::MailgunConfig;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
+use super::ses::SesConfig;
+use super::vonage::VonageConfig;
 use crate::job::ChannelKind;
 
 /// One configured provider.
@@ -18,6 +22,9 @@ pub enum ProviderConfig {
     Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
     Fcm(FcmConfig),
+    Mailgun(MailgunConfig),
+    Ses(SesConfig),
+    Vonage(VonageConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -57,9 +64,23 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Fcm)
                 .map_err(typed),
+            "mailgun" => value
+                .try_deserialize()
+                .map(ProviderConfig::Mailgun)
+                .map_err(typed),
+            "ses" => value
+                .try_deserialize()
+                .map(ProviderConfig::Ses)
+                .map_err(typed),
+            "vonage" => value
+                .try_deserialize()
+                .map(ProviderConfig::Vonage)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
-                format!("unknown provider kind `{other}`; expected sendgrid, twilio or fcm"),
+                format!(
+                    "unknown provider kind `{other}`; expected sendgrid, twilio, fcm, mailgun, ses or vonage"
+                ),
             )),
         }
     }
@@ -69,6 +90,9 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => "sendgrid",
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Fcm(_) => "fcm",
+            ProviderConfig::Mailgun(_) => "mailgun",
+            ProviderConfig::Ses(_) => "ses",
+            ProviderConfig::Vonage(_) => "vonage",
         }
     }
 
@@ -78,6 +102,8 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => ChannelKind::Email,
             ProviderConfig::Twilio(_) => ChannelKind::Sms,
             ProviderConfig::Fcm(_) => ChannelKind::Push,
+            ProviderConfig::Mailgun(_) | ProviderConfig::Ses(_) => ChannelKind::Email,
+            ProviderConfig::Vonage(_) => ChannelKind::Sms,
         }
     }
 
@@ -86,6 +112,9 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.rate_limit,
             ProviderConfig::Twilio(config) => config.rate_limit,
             ProviderConfig::Fcm(config) => config.rate_limit,
+            ProviderConfig::Mailgun(config) => config.rate_limit,
+            ProviderConfig::Ses(config) => config.rate_limit,
+            ProviderConfig::Vonage(config) => config.rate_limit,
         }
     }
 
@@ -94,6 +123,9 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.max_in_flight,
             ProviderConfig::Twilio(config) => config.max_in_flight,
             ProviderConfig::Fcm(config) => config.max_in_flight,
+            ProviderConfig::Mailgun(config) => config.max_in_flight,
+            ProviderConfig::Ses(config) => config.max_in_flight,
+            ProviderConfig::Vonage(config) => config.max_in_flight,
         }
     }
 
@@ -104,14 +136,21 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.api_key(key).map(drop),
             ProviderConfig::Twilio(config) => config.check_account(key),
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
+            ProviderConfig::Mailgun(config) => config.api_key(key).map(drop),
+            ProviderConfig::Ses(config) => config.credentials(key).map(drop),
+            ProviderConfig::Vonage(config) => config.api_secret(key).map(drop),
         }
     }
 
-    fn base_url(&self) -> &str {
+    /// Returns the base URL requests go to. SES derives it from the region when unset.
+    pub fn base_url(&self) -> Cow<'_, str> {
         match self {
-            ProviderConfig::Sendgrid(config) => &config.base_url,
-            ProviderConfig::Twilio(config) => &config.base_url,
-            ProviderConfig::Fcm(config) => &config.base_url,
+            ProviderConfig::Sendgrid(config) => Cow::Borrowed(&config.base_url),
+            ProviderConfig::Twilio(config) => Cow::Borrowed(&config.base_url),
+            ProviderConfig::Fcm(config) => Cow::Borrowed(&config.base_url),
+            ProviderConfig::Mailgun(config) => Cow::Borrowed(&config.base_url),
+            ProviderConfig::Ses(config) => config.base_url(),
+            ProviderConfig::Vonage(config) => Cow::Borrowed(&config.base_url),
         }
     }
 
@@ -124,12 +163,16 @@ impl ProviderConfig {
         )?;
         positive(&format!("{key}.rate_limit.burst"), rate_limit.burst.into())?;
         positive(&format!("{key}.max_in_flight"), self.max_in_flight() as u64)?;
-        check_url(&format!("{key}.base_url"), self.base_url())?;
+        // The kind's own checks come first, because SES builds its URL from the region.
         match self {
             ProviderConfig::Sendgrid(config) => config.validate(key),
             ProviderConfig::Twilio(config) => config.validate(key),
             ProviderConfig::Fcm(config) => config.validate(key),
-        }
+            ProviderConfig::Mailgun(config) => config.validate(key),
+            ProviderConfig::Ses(config) => config.validate(key),
+            ProviderConfig::Vonage(config) => config.validate(key),
+        }?;
+        check_url(&format!("{key}.base_url"), &self.base_url())
     }
 }
 
@@ -138,7 +181,7 @@ fn strip_kind(mut table: config::Map<String, config::Value>) -> config::Map<Stri
     table
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|error| ConfigError::invalid(key, format!("is not a URL: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -147,7 +190,7 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn required(key: String, value: &str) -> Result<(), ConfigError> {
+pub(super) fn required(key: String, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(key, "is required"));
     }

@@ -8,8 +8,12 @@
 mod error;
 pub mod fcm;
 pub mod http;
+pub mod mailgun;
+mod reloadable;
 pub mod sendgrid;
+pub mod ses;
 pub mod twilio;
+pub mod vonage;
 
 use std::sync::Arc;
 
@@ -65,5 +69,12 @@ pub fn build(
             Arc::new(twilio::TwilioSender::new(&key, config, client.clone())?)
         }
         ProviderConfig::Fcm(config) => Arc::new(fcm::FcmSender::new(&key, config, client.clone())?),
+        ProviderConfig::Mailgun(config) => {
+            Arc::new(mailgun::MailgunSender::new(&key, config, client.clone())?)
+        }
+        ProviderConfig::Ses(config) => Arc::new(ses::SesSender::new(&key, config, client.clone())?),
+        ProviderConfig::Vonage(config) => {
+            Arc::new(vonage::VonageSender::new(&key, config, client.clone())?)
+        }
     })
 }
