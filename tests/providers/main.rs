@@ -3,6 +3,11 @@
 //! documents, then asserts how the adapter classifies the reply.
 
 mod fcm;
+mod form_data;
 mod helpers;
+mod mailgun;
 mod sendgrid;
+mod ses;
+mod sigv4;
 mod twilio;
+mod vonage;
