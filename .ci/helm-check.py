@@ -40,7 +40,18 @@ CHART_DASHBOARD = CHART / "files" / "herald-dashboard.json"
 KUBE_VERSIONS = ["1.27", kubernetes_validate.utils.latest_version()]
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 # Config keys whose values are secrets. The chart must never render them into herald.toml.
-INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json", "recipient_hash_key"}
+INLINE_SECRET_KEYS = {
+    "api_key",
+    "auth_token",
+    "service_account_json",
+    "recipient_hash_key",
+    "secret_access_key",
+    "session_token",
+    "api_secret",
+}
+# Provider kinds that config/default.toml has no section for are documented by TOML
+# examples in this file, which list every key of their kind.
+CONFIG_DOC = ROOT / "docs" / "configuration.md"
 # Keys that default.toml lists only as comments, because they have no default.
 COMMENTED_KEYS = {
     "providers.sendgrid.api_key",
@@ -68,6 +79,11 @@ MUST_FAIL = [
         "inline provider secret",
         {"config": {"providers": {"sendgrid": {"api_key": "SG.x"}}}},
         "api_key",
+    ),
+    (
+        "inline secret of a provider kind without a default section",
+        {"config": {"providers": {"ses": {"kind": "ses", "secret_access_key": "x"}}}},
+        "secret_access_key",
     ),
     ("text where a number belongs", {"config": {"pool": {"workers": "many"}}}, "/config/pool/workers"),
     ("unknown config section", {"config": {"ledgr": {"url": "postgres://x"}}}, "ledgr"),
@@ -125,6 +141,20 @@ def flatten_keys(table: dict, prefix: str = "") -> set[str]:
 def default_toml_keys() -> set[str]:
     defaults = tomllib.loads(DEFAULT_TOML.read_text())
     return flatten_keys(defaults) | COMMENTED_KEYS
+
+
+def documented_kind_keys() -> set[str]:
+    """Return providers.KIND.key for every provider in docs/configuration.md's TOML examples.
+
+    Keys shown commented out (`# api_key = ""`) count too, because the examples list
+    secrets that way.
+    """
+    keys = set()
+    for block in re.findall(r"```toml\n(.*?)```", CONFIG_DOC.read_text(), re.S):
+        table = tomllib.loads(re.sub(r"^# (\w+ = )", r"\1", block, flags=re.M))
+        for provider in table.get("providers", {}).values():
+            keys |= {f"providers.{provider['kind']}.{key}" for key in flatten_keys(provider)}
+    return keys
 
 
 def schema_config_keys(schema: dict) -> set[str]:
@@ -348,7 +378,7 @@ def main() -> int:
                 continue
             objects = manifests(rendered)
             check_kubernetes(report, label, objects, crds)
-            check_config(report, label, objects, known)
+            check_config(report, label, objects, known | documented_kind_keys())
             check_rules(report, label, objects)
         check_must_fail(report, chart)
         check_schema_keys(report, chart, known)

@@ -374,3 +374,34 @@ fn new_kinds_redact_secrets() {
         assert!(!rendered.contains(secret), "{rendered}");
     }
 }
+
+/// The provider examples in docs/configuration.md load as they are, commented keys aside.
+#[test]
+fn documented_provider_examples_load() {
+    let doc = include_str!("../../docs/configuration.md");
+    let section = doc
+        .split("## More providers")
+        .nth(1)
+        .expect("docs/configuration.md has a More providers section");
+    let examples: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert_eq!(examples.len(), 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (index, example) in examples.iter().enumerate() {
+        let path = dir.path().join(format!("example-{index}.toml"));
+        std::fs::write(&path, example).unwrap();
+        let settings = Settings::load_with_env(Some(&path), Vec::new())
+            .unwrap_or_else(|error| panic!("example {index} does not load: {error}\n{example}"));
+        let kind = if example.contains("kind = \"vonage\"") {
+            ChannelKind::Sms
+        } else {
+            ChannelKind::Email
+        };
+        let name = settings.channels.providers(kind)[0].clone();
+        assert_eq!(settings.providers[&name].kind(), name, "example {index}");
+    }
+}

@@ -139,7 +139,7 @@ fn classify(reply: &Reply, sensitive: &[&str]) -> SendResult {
     };
 
     let error = match reply.status {
-        // Mailgun documents 403 for a wrong key; 401 is what a wrong key gets in practice.
+        // 401: the key is wrong or missing. 403: the key is valid but lacks access.
         401 | 403 => SendError::new(ErrorClass::Credentials, message),
         429 => {
             SendError::new(ErrorClass::RateLimited, message).with_retry_after(reply.retry_after())

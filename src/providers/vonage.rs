@@ -3,7 +3,7 @@
 //! The API key and secret travel in the form body. Vonage replies HTTP 200 even when it
 //! rejects a message: the body lists one entry per SMS part, each with a `status` code
 //! ("0" is success) and, on failure, an `error-text`. The class therefore comes from the
-//! first non-zero status; the HTTP status only matters when it is not 200. The job id
+//! first non-zero status, and the HTTP status only matters when it is not 200. The job id
 //! travels as `client-ref`, which Vonage echoes in delivery receipts.
 
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use crate::config::{ConfigError, Secret, VonageConfig};
 use crate::job::{Notification, SmsMessage};
 
 /// Longest `client-ref` sent, in characters.
-// NOTE: 40 is the limit Vonage documents for the client reference of its Messages API; the
+// NOTE: 40 is the limit Vonage documents for the client reference of its Messages API. The
 // SMS API reference has allowed more in some versions. Longer job ids are cut, which keeps
 // the request valid but lets two long ids share a reference.
 const MAX_CLIENT_REF_CHARS: usize = 40;
@@ -64,7 +64,7 @@ impl VonageSender {
         ];
         // The default type is GSM-7 text, which garbles other characters. Any non-ASCII
         // character switches to `unicode`, which covers every character at the cost of
-        // shorter parts; GSM-7's few non-ASCII letters are sent as unicode too.
+        // shorter parts. GSM-7's few non-ASCII letters are sent as unicode too.
         if !sms.body.is_ascii() {
             form.push(("type", "unicode"));
         }

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wiremock::Request;
 
-/// How far `x-amz-date` may be from the mock's clock; AWS allows five minutes.
+/// How far `x-amz-date` may be from the mock's clock. AWS allows five minutes.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// What the mock expects of every request.

@@ -46,7 +46,7 @@ impl SesSender {
         let from = if config.from_name.is_empty() {
             config.from_email.clone()
         } else {
-            // A quoted display name may hold commas and other specials.
+            // A quoted display name may contain commas and other special characters.
             let name = config.from_name.replace('\\', "\\\\").replace('"', "\\\"");
             format!("\"{name}\" <{}>", config.from_email)
         };

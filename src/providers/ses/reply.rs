@@ -92,7 +92,7 @@ fn class_of(error_type: Option<&str>, status: u16, message: String, reply: &Repl
         }
         // Signature and credential errors (InvalidSignatureException,
         // UnrecognizedClientException, ExpiredTokenException, IncompleteSignatureException,
-        // AccessDeniedException, …) come with 403; reloading rotated credential files may
+        // AccessDeniedException, …) come with 403. Reloading rotated credential files may
         // fix them.
         (_, 401 | 403) => SendError::new(ErrorClass::Credentials, message),
         (_, 500..=599) => SendError::transient(message).with_retry_after(reply.retry_after()),
