@@ -153,6 +153,8 @@ fn classify(reply: &Reply, sensitive: &[&str]) -> SendResult {
         (None, None) => {
             Err(SendError::transient("Vonage returned no message status").with_status(reply.status))
         }
+        // NOTE: when an earlier part was accepted and a later one failed, a retry sends the
+        // accepted parts again.
         (Some(part), _) => Err(classify_status(part, sensitive).with_status(reply.status)),
     }
 }

@@ -499,11 +499,7 @@ async fn sending_quota_is_rate_limited() {
     let server = MockServer::start().await;
     mount_canned(
         &server,
-        ses_error(
-            400,
-            "LimitExceededException",
-            "Maximum sending rate exceeded.",
-        ),
+        ses_error(400, "ThrottlingException", "Maximum sending rate exceeded."),
     )
     .await;
 
@@ -511,6 +507,7 @@ async fn sending_quota_is_rate_limited() {
 
     assert_eq!(error.class, ErrorClass::RateLimited);
     assert_eq!(error.status, Some(400));
+    assert_eq!(error.code.as_deref(), Some("ThrottlingException"));
     assert_eq!(error.retry_after, None);
 }
 

@@ -67,9 +67,11 @@ fn short_type(raw: &str) -> &str {
 
 fn class_of(error_type: Option<&str>, status: u16, message: String, reply: &Reply) -> SendError {
     match (error_type, status) {
-        // TooManyRequestsException (429) and, for the account's sending quotas ("Maximum
-        // sending rate exceeded", "Daily message quota exceeded"), LimitExceededException
-        // or AWS's generic throttling types.
+        // TooManyRequestsException (429), and ThrottlingException, which AWS's SES guide
+        // names for the account's sending quotas ("Maximum sending rate exceeded", "Daily
+        // message quota exceeded") and advises retrying within 10 minutes. The SendEmail
+        // reference also lists LimitExceededException without saying which limit, so it is
+        // retried later the same way.
         (
             Some(
                 "TooManyRequestsException"
@@ -155,6 +157,7 @@ mod tests {
             (404, "NotFoundException", ErrorClass::Permanent),
             (429, "TooManyRequestsException", ErrorClass::RateLimited),
             (400, "LimitExceededException", ErrorClass::RateLimited),
+            (400, "ThrottlingException", ErrorClass::RateLimited),
             (403, "InvalidSignatureException", ErrorClass::Credentials),
             (403, "UnrecognizedClientException", ErrorClass::Credentials),
             (403, "ExpiredTokenException", ErrorClass::Credentials),
