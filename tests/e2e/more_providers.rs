@@ -29,7 +29,7 @@ async fn ledger_rows(topology: &Topology, job_id: &str) -> Vec<(String, String, 
     rows
 }
 
-/// The settings of a provider section for `kind`, named like the kind.
+/// Returns the settings of a provider section for `kind`, named like the kind.
 fn provider_env(kind: &str, base_url: &str, keys: &[(&str, &str)]) -> Vec<(String, String)> {
     let prefix = format!("HERALD__PROVIDERS__{}", kind.to_uppercase());
     let mut env = vec![
