@@ -405,3 +405,19 @@ fn documented_provider_examples_load() {
         assert_eq!(settings.providers[&name].kind(), name, "example {index}");
     }
 }
+
+/// config/sandbox.toml defines a usable provider of each kind the sandbox serves.
+#[test]
+fn sandbox_config_defines_more_providers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sandbox.toml");
+    for (channel, name) in [("EMAIL", "mailgun"), ("EMAIL", "ses"), ("SMS", "vonage")] {
+        let env = vec![(format!("HERALD__CHANNELS__{channel}"), name.to_owned())];
+        let settings = Settings::load_with_env(Some(&path), env).unwrap();
+        let provider = &settings.providers[name];
+        assert_eq!(provider.kind(), name);
+        assert_eq!(provider.base_url(), "http://127.0.0.1:8025");
+        provider
+            .check_secrets(&format!("providers.{name}"))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+}
