@@ -6,11 +6,14 @@
 //! Herald at start with a message naming the key.
 
 mod ledger;
+mod mailgun;
 mod providers;
 mod secret;
 mod sections;
 mod smtp;
 mod webhook;
+mod ses;
+mod vonage;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +21,7 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
+pub use mailgun::MailgunConfig;
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
 pub use secret::{REDACTED, Secret};
 pub use sections::{
@@ -26,6 +30,8 @@ pub use sections::{
 };
 pub use smtp::{SmtpConfig, SmtpTls};
 pub use webhook::{WebhookConfig, WebhookEndpointConfig, parse_allowlist_entry};
+pub use ses::{SesConfig, SesCredentials};
+pub use vonage::VonageConfig;
 
 use crate::job::ChannelKind;
 

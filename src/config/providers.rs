@@ -1,5 +1,6 @@
 //! Provider sections: `[providers.NAME]` with a `kind` that selects the adapter.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,10 +8,13 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::mailgun::MailgunConfig;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
 use super::smtp::SmtpConfig;
 use super::webhook::WebhookConfig;
+use super::ses::SesConfig;
+use super::vonage::VonageConfig;
 use crate::job::ChannelKind;
 
 /// One configured provider.
@@ -22,6 +26,9 @@ pub enum ProviderConfig {
     Fcm(FcmConfig),
     Smtp(SmtpConfig),
     Webhook(WebhookConfig),
+    Mailgun(MailgunConfig),
+    Ses(SesConfig),
+    Vonage(VonageConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -34,7 +41,9 @@ pub struct RateLimitConfig {
 
 impl ProviderConfig {
     /// Every accepted `kind`, for error messages.
-    pub const KINDS: [&'static str; 5] = ["sendgrid", "twilio", "fcm", "smtp", "webhook"];
+    pub const KINDS: [&'static str; 8] = [
+        "sendgrid", "twilio", "fcm", "smtp", "webhook", "mailgun", "ses", "vonage",
+    ];
 
     /// Types the section `providers.NAME` by its `kind`. The `config` crate's own value
     /// deserializer is used because it parses numbers given as environment strings.
@@ -72,6 +81,18 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Webhook)
                 .map_err(typed),
+            "mailgun" => value
+                .try_deserialize()
+                .map(ProviderConfig::Mailgun)
+                .map_err(typed),
+            "ses" => value
+                .try_deserialize()
+                .map(ProviderConfig::Ses)
+                .map_err(typed),
+            "vonage" => value
+                .try_deserialize()
+                .map(ProviderConfig::Vonage)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
                 format!(
@@ -89,6 +110,9 @@ impl ProviderConfig {
             ProviderConfig::Fcm(_) => "fcm",
             ProviderConfig::Smtp(_) => "smtp",
             ProviderConfig::Webhook(_) => "webhook",
+            ProviderConfig::Mailgun(_) => "mailgun",
+            ProviderConfig::Ses(_) => "ses",
+            ProviderConfig::Vonage(_) => "vonage",
         }
     }
 
@@ -100,6 +124,8 @@ impl ProviderConfig {
             ProviderConfig::Fcm(_) => ChannelKind::Push,
             ProviderConfig::Smtp(_) => ChannelKind::Email,
             ProviderConfig::Webhook(_) => ChannelKind::Webhook,
+            ProviderConfig::Mailgun(_) | ProviderConfig::Ses(_) => ChannelKind::Email,
+            ProviderConfig::Vonage(_) => ChannelKind::Sms,
         }
     }
 
@@ -110,6 +136,9 @@ impl ProviderConfig {
             ProviderConfig::Fcm(config) => config.rate_limit,
             ProviderConfig::Smtp(config) => config.rate_limit,
             ProviderConfig::Webhook(config) => config.rate_limit,
+            ProviderConfig::Mailgun(config) => config.rate_limit,
+            ProviderConfig::Ses(config) => config.rate_limit,
+            ProviderConfig::Vonage(config) => config.rate_limit,
         }
     }
 
@@ -120,6 +149,9 @@ impl ProviderConfig {
             ProviderConfig::Fcm(config) => config.max_in_flight,
             ProviderConfig::Smtp(config) => config.max_in_flight,
             ProviderConfig::Webhook(config) => config.max_in_flight,
+            ProviderConfig::Mailgun(config) => config.max_in_flight,
+            ProviderConfig::Ses(config) => config.max_in_flight,
+            ProviderConfig::Vonage(config) => config.max_in_flight,
         }
     }
 
@@ -132,18 +164,23 @@ impl ProviderConfig {
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
             ProviderConfig::Smtp(config) => config.check_secrets(key),
             ProviderConfig::Webhook(config) => config.check_secrets(key),
+            ProviderConfig::Mailgun(config) => config.api_key(key).map(drop),
+            ProviderConfig::Ses(config) => config.credentials(key).map(drop),
+            ProviderConfig::Vonage(config) => config.api_secret(key).map(drop),
         }
     }
 
-    /// Returns the HTTP API's base URL. SMTP has none, and a webhook provider's URLs are
-    /// per endpoint.
-    fn base_url(&self) -> Option<&str> {
+    /// Returns the HTTP API's base URL. SES derives it from the region when unset. SMTP has
+    /// none, and a webhook provider's URLs are per endpoint.
+    pub fn base_url(&self) -> Option<Cow<'_, str>> {
         match self {
-            ProviderConfig::Sendgrid(config) => Some(&config.base_url),
-            ProviderConfig::Twilio(config) => Some(&config.base_url),
-            ProviderConfig::Fcm(config) => Some(&config.base_url),
-            ProviderConfig::Smtp(_) => None,
-            ProviderConfig::Webhook(_) => None,
+            ProviderConfig::Sendgrid(config) => Some(Cow::Borrowed(&config.base_url)),
+            ProviderConfig::Twilio(config) => Some(Cow::Borrowed(&config.base_url)),
+            ProviderConfig::Fcm(config) => Some(Cow::Borrowed(&config.base_url)),
+            ProviderConfig::Mailgun(config) => Some(Cow::Borrowed(&config.base_url)),
+            ProviderConfig::Ses(config) => Some(config.base_url()),
+            ProviderConfig::Vonage(config) => Some(Cow::Borrowed(&config.base_url)),
+            ProviderConfig::Smtp(_) | ProviderConfig::Webhook(_) => None,
         }
     }
 
@@ -156,15 +193,20 @@ impl ProviderConfig {
         )?;
         positive(&format!("{key}.rate_limit.burst"), rate_limit.burst.into())?;
         positive(&format!("{key}.max_in_flight"), self.max_in_flight() as u64)?;
-        if let Some(base_url) = self.base_url() {
-            check_url(&format!("{key}.base_url"), base_url)?;
-        }
+        // The kind's own checks come first, because SES builds its URL from the region.
         match self {
             ProviderConfig::Sendgrid(config) => config.validate(key),
             ProviderConfig::Twilio(config) => config.validate(key),
             ProviderConfig::Fcm(config) => config.validate(key),
             ProviderConfig::Smtp(config) => config.validate(key),
             ProviderConfig::Webhook(config) => config.validate(key),
+            ProviderConfig::Mailgun(config) => config.validate(key),
+            ProviderConfig::Ses(config) => config.validate(key),
+            ProviderConfig::Vonage(config) => config.validate(key),
+        }?;
+        match self.base_url() {
+            Some(base_url) => check_url(&format!("{key}.base_url"), &base_url),
+            None => Ok(()),
         }
     }
 }

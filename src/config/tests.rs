@@ -287,3 +287,236 @@ fn smtp_username_needs_password() {
         "{error}"
     );
 }
+
+/// Environment for a provider `name` of `kind`, with the keys every kind requires.
+fn provider_env(name: &str, kind: &str, keys: &[(&str, &str)]) -> Vec<(String, String)> {
+    let prefix = format!("HERALD__PROVIDERS__{}", name.to_uppercase());
+    let mut env = vec![
+        (format!("{prefix}__KIND"), kind.to_owned()),
+        (format!("{prefix}__MAX_IN_FLIGHT"), "4".to_owned()),
+        (format!("{prefix}__RATE_LIMIT__PER_SECOND"), "2".to_owned()),
+        (format!("{prefix}__RATE_LIMIT__BURST"), "4".to_owned()),
+    ];
+    env.extend(
+        keys.iter()
+            .map(|(key, value)| (format!("{prefix}__{key}"), (*value).to_owned())),
+    );
+    env
+}
+
+fn load_owned(env: Vec<(String, String)>) -> Result<Settings, ConfigError> {
+    Settings::load_with_env(None, env)
+}
+
+#[test]
+fn mailgun_section_loads_with_defaults() {
+    let mut env = provider_env(
+        "mailgun",
+        "mailgun",
+        &[
+            ("DOMAIN", "mg.example.com"),
+            ("FROM", "Herald <n@mg.example.com>"),
+        ],
+    );
+    env.push(("HERALD__CHANNELS__EMAIL".to_owned(), "mailgun".to_owned()));
+    let settings = load_owned(env).unwrap();
+    let provider = &settings.providers["mailgun"];
+    assert_eq!(provider.kind(), "mailgun");
+    assert_eq!(provider.channel(), ChannelKind::Email);
+    assert_eq!(provider.base_url().as_deref(), Some("https://api.mailgun.net"));
+    assert_eq!(provider.max_in_flight(), 4);
+}
+
+#[test]
+fn mailgun_domain_is_required_when_used() {
+    let mut env = provider_env(
+        "mailgun",
+        "mailgun",
+        &[("DOMAIN", ""), ("FROM", "n@x.test")],
+    );
+    env.push(("HERALD__CHANNELS__EMAIL".to_owned(), "mailgun".to_owned()));
+    assert_eq!(invalid_key(load_owned(env)), "providers.mailgun.domain");
+
+    let mut env = provider_env(
+        "mailgun",
+        "mailgun",
+        &[("DOMAIN", "mg.example.com/v3"), ("FROM", "n@x.test")],
+    );
+    env.push(("HERALD__CHANNELS__EMAIL".to_owned(), "mailgun".to_owned()));
+    assert_eq!(invalid_key(load_owned(env)), "providers.mailgun.domain");
+}
+
+#[test]
+fn new_kind_rejects_unknown_key() {
+    let env = provider_env("mailgun", "mailgun", &[("DOMIAN", "mg.example.com")]);
+    let error = load_owned(env).unwrap_err();
+    assert!(error.to_string().contains("domian"), "{error}");
+    assert!(error.to_string().contains("providers.mailgun"), "{error}");
+}
+
+#[test]
+fn ses_base_url_follows_region() {
+    let mut env = provider_env(
+        "ses",
+        "ses",
+        &[("REGION", "eu-west-1"), ("FROM_EMAIL", "n@example.com")],
+    );
+    env.push(("HERALD__CHANNELS__EMAIL".to_owned(), "ses".to_owned()));
+    let settings = load_owned(env).unwrap();
+    assert_eq!(
+        settings.providers["ses"].base_url().as_deref(),
+        Some("https://email.eu-west-1.amazonaws.com")
+    );
+}
+
+#[test]
+fn ses_region_must_be_a_region_name() {
+    let mut env = provider_env(
+        "ses",
+        "ses",
+        &[("REGION", "eu west 1"), ("FROM_EMAIL", "n@example.com")],
+    );
+    env.push(("HERALD__CHANNELS__EMAIL".to_owned(), "ses".to_owned()));
+    assert_eq!(invalid_key(load_owned(env)), "providers.ses.region");
+}
+
+#[test]
+fn ses_credentials_need_key_id_and_secret() {
+    let hash_key = "unit-test-recipient-hash-key-0123";
+    let base = |keys: &[(&str, &str)]| {
+        let mut all = vec![("REGION", "us-east-1"), ("FROM_EMAIL", "n@example.com")];
+        all.extend_from_slice(keys);
+        let mut env = provider_env("ses", "ses", &all);
+        env.push(("HERALD__CHANNELS__EMAIL".to_owned(), "ses".to_owned()));
+        env.push(("HERALD__CHANNELS__SMS".to_owned(), String::new()));
+        env.push(("HERALD__CHANNELS__PUSH".to_owned(), String::new()));
+        env.push((
+            "HERALD__LEDGER__RECIPIENT_HASH_KEY".to_owned(),
+            hash_key.to_owned(),
+        ));
+        load_owned(env).unwrap()
+    };
+
+    let missing_id = base(&[("SECRET_ACCESS_KEY", "secret")]).check_secrets();
+    assert_eq!(
+        invalid_key(missing_id.map(|()| load(&[]).unwrap())),
+        "providers.ses.access_key_id"
+    );
+
+    let missing_secret = base(&[("ACCESS_KEY_ID", "AKIDEXAMPLE")]).check_secrets();
+    assert_eq!(
+        invalid_key(missing_secret.map(|()| load(&[]).unwrap())),
+        "providers.ses.secret_access_key"
+    );
+
+    let settings = base(&[
+        ("ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("SECRET_ACCESS_KEY", "secret"),
+    ]);
+    settings.check_secrets().unwrap();
+    let ProviderConfig::Ses(ses) = &settings.providers["ses"] else {
+        panic!("ses is not an ses provider");
+    };
+    let credentials = ses.credentials("providers.ses").unwrap();
+    assert!(credentials.session_token.is_none());
+}
+
+#[test]
+fn vonage_needs_api_key_and_secret() {
+    let mut env = provider_env("vonage", "vonage", &[("FROM", "Herald")]);
+    env.push(("HERALD__CHANNELS__SMS".to_owned(), "vonage".to_owned()));
+    let settings = load_owned(env).unwrap();
+    assert_eq!(settings.providers["vonage"].channel(), ChannelKind::Sms);
+    let ProviderConfig::Vonage(vonage) = &settings.providers["vonage"] else {
+        panic!("vonage is not a vonage provider");
+    };
+    let error = vonage.api_secret("providers.vonage").unwrap_err();
+    assert!(
+        error.to_string().contains("providers.vonage.api_key"),
+        "{error}"
+    );
+}
+
+#[test]
+fn new_kinds_redact_secrets() {
+    let mut env = provider_env(
+        "ses",
+        "ses",
+        &[
+            ("REGION", "us-east-1"),
+            ("FROM_EMAIL", "n@example.com"),
+            ("SECRET_ACCESS_KEY", "aws-very-secret"),
+            ("SESSION_TOKEN", "aws-session-secret"),
+        ],
+    );
+    env.extend(provider_env(
+        "vonage",
+        "vonage",
+        &[("FROM", "Herald"), ("API_SECRET", "vonage-very-secret")],
+    ));
+    env.extend(provider_env(
+        "mailgun",
+        "mailgun",
+        &[
+            ("DOMAIN", "mg.example.com"),
+            ("FROM", "n@x.test"),
+            ("API_KEY", "mailgun-very-secret"),
+        ],
+    ));
+    let rendered = load_owned(env).unwrap().to_redacted_toml();
+    for secret in [
+        "aws-very-secret",
+        "aws-session-secret",
+        "vonage-very-secret",
+        "mailgun-very-secret",
+    ] {
+        assert!(!rendered.contains(secret), "{rendered}");
+    }
+}
+
+/// The provider examples in docs/configuration.md load as they are, commented keys aside.
+#[test]
+fn documented_provider_examples_load() {
+    let doc = include_str!("../../docs/configuration.md");
+    let section = doc
+        .split("## More providers")
+        .nth(1)
+        .expect("docs/configuration.md has a More providers section");
+    let examples: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert_eq!(examples.len(), 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (index, example) in examples.iter().enumerate() {
+        let path = dir.path().join(format!("example-{index}.toml"));
+        std::fs::write(&path, example).unwrap();
+        let settings = Settings::load_with_env(Some(&path), Vec::new())
+            .unwrap_or_else(|error| panic!("example {index} does not load: {error}\n{example}"));
+        let kind = if example.contains("kind = \"vonage\"") {
+            ChannelKind::Sms
+        } else {
+            ChannelKind::Email
+        };
+        let name = settings.channels.providers(kind)[0].clone();
+        assert_eq!(settings.providers[&name].kind(), name, "example {index}");
+    }
+}
+
+/// config/sandbox.toml defines a usable provider of each kind the sandbox serves.
+#[test]
+fn sandbox_config_defines_more_providers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sandbox.toml");
+    for (channel, name) in [("EMAIL", "mailgun"), ("EMAIL", "ses"), ("SMS", "vonage")] {
+        let env = vec![(format!("HERALD__CHANNELS__{channel}"), name.to_owned())];
+        let settings = Settings::load_with_env(Some(&path), env).unwrap();
+        let provider = &settings.providers[name];
+        assert_eq!(provider.kind(), name);
+        assert_eq!(provider.base_url().as_deref(), Some("http://127.0.0.1:8025"));
+        provider
+            .check_secrets(&format!("providers.{name}"))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+}

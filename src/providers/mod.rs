@@ -8,9 +8,13 @@
 mod error;
 pub mod fcm;
 pub mod http;
+pub mod mailgun;
+mod reloadable;
 pub mod sendgrid;
+pub mod ses;
 pub mod smtp;
 pub mod twilio;
+pub mod vonage;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -79,5 +83,12 @@ pub fn build(
             http,
             metrics.clone(),
         )?),
+        ProviderConfig::Mailgun(config) => {
+            Arc::new(mailgun::MailgunSender::new(&key, config, client.clone())?)
+        }
+        ProviderConfig::Ses(config) => Arc::new(ses::SesSender::new(&key, config, client.clone())?),
+        ProviderConfig::Vonage(config) => {
+            Arc::new(vonage::VonageSender::new(&key, config, client.clone())?)
+        }
     })
 }

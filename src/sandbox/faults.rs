@@ -50,6 +50,9 @@ pub enum FaultTarget {
     Sendgrid,
     Twilio,
     Fcm,
+    Mailgun,
+    Ses,
+    Vonage,
     All,
 }
 
@@ -60,6 +63,9 @@ impl FaultTarget {
             FaultTarget::Sendgrid => provider == ProviderKind::Sendgrid,
             FaultTarget::Twilio => provider == ProviderKind::Twilio,
             FaultTarget::Fcm => provider == ProviderKind::Fcm,
+            FaultTarget::Mailgun => provider == ProviderKind::Mailgun,
+            FaultTarget::Ses => provider == ProviderKind::Ses,
+            FaultTarget::Vonage => provider == ProviderKind::Vonage,
         }
     }
 }

@@ -7,6 +7,9 @@
 //! - `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`: Twilio create Message.
 //! - `POST /token`: the OAuth2 token endpoint FCM credentials are minted at.
 //! - `POST /v1/projects/{project}/messages:send`: FCM HTTP v1 send.
+//! - `POST /v3/{domain}/messages`: Mailgun Messages.
+//! - `POST /v2/email/outbound-emails`: Amazon SES v2 `SendEmail`.
+//! - `POST /sms/json`: Vonage SMS API.
 //! - `GET /sandbox/requests`, `GET /sandbox/stats`, `POST /sandbox/reset`: admin.
 //!
 //! Point Herald at it through its provider URLs, for example
@@ -16,14 +19,19 @@
 //! Each provider endpoint checks credentials first, then rolls for an injected error, then
 //! validates the request. Injected latency comes before all three.
 
+#[cfg(test)]
+mod adapter_tests;
 mod admin;
 mod faults;
 mod fcm;
+mod mailgun;
 mod record;
 mod sendgrid;
+mod ses;
 #[cfg(test)]
 mod tests;
 mod twilio;
+mod vonage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +43,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use base64::Engine;
 use tokio::net::TcpListener;
 
 pub use faults::{ErrorStatus, FaultTarget};
@@ -66,7 +75,8 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "SECONDS")]
     pub retry_after: Option<u64>,
 
-    /// Provider whose endpoints get injected errors: sendgrid, twilio, fcm or all.
+    /// Provider whose endpoints get injected errors: sendgrid, twilio, fcm, mailgun, ses,
+    /// vonage or all.
     #[arg(long, value_enum, default_value_t = FaultTarget::All)]
     pub fail_provider: FaultTarget,
 
@@ -207,6 +217,9 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/token", post(fcm::token))
         .route("/v1/projects/{project}/messages:send", post(fcm::send))
+        .route("/v3/{domain}/messages", post(mailgun::send_message))
+        .route("/v2/email/outbound-emails", post(ses::send_email))
+        .route("/sms/json", post(vonage::send_sms))
         .route("/sandbox/requests", get(admin::requests))
         .route("/sandbox/stats", get(admin::stats))
         .route("/sandbox/reset", post(admin::reset))
@@ -255,4 +268,20 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|token| !token.is_empty())
+}
+
+/// Returns the user and secret of an `Authorization: Basic` header, when present and
+/// decodable.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (user, secret) = decoded.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned()))
 }

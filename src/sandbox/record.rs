@@ -31,6 +31,9 @@ pub enum ProviderKind {
     Sendgrid,
     Twilio,
     Fcm,
+    Mailgun,
+    Ses,
+    Vonage,
 }
 
 impl ProviderKind {
@@ -39,6 +42,9 @@ impl ProviderKind {
             ProviderKind::Sendgrid => "sendgrid",
             ProviderKind::Twilio => "twilio",
             ProviderKind::Fcm => "fcm",
+            ProviderKind::Mailgun => "mailgun",
+            ProviderKind::Ses => "ses",
+            ProviderKind::Vonage => "vonage",
         }
     }
 }
@@ -51,7 +57,8 @@ pub struct ReceivedRequest {
     /// When the reply was sent.
     pub time: DateTime<Utc>,
     /// Herald's job id: SendGrid `custom_args.herald_job_id` (per personalization or
-    /// top-level), or FCM `message.data.herald_job_id` when a sender adds it. Herald's FCM
+    /// top-level), Mailgun `v:herald_job_id`, the SES message tag `herald_job_id`, Vonage
+    /// `client-ref`, or FCM `message.data.herald_job_id` when a sender adds it. Herald's FCM
     /// adapter does not, so the app receives the data the producer wrote, and Twilio
     /// requests carry none.
     pub job_id: Option<String>,
@@ -62,7 +69,7 @@ pub struct ReceivedRequest {
     /// Whether the reply was an injected error.
     pub injected: bool,
     /// The message id the reply carried (SendGrid `X-Message-Id`, Twilio `sid`, FCM
-    /// `name`), on success.
+    /// `name`, Mailgun `id`, SES `MessageId`, Vonage `message-id`), on success.
     pub message_id: Option<String>,
 }
 

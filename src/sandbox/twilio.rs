@@ -7,14 +7,12 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::faults::{ErrorStatus, with_rng};
 use super::record::{Outcome, ProviderKind, mask_phone};
+use super::{AppState, basic_credentials};
 
 /// Maximum message body length Twilio accepts, in characters.
 const MAX_BODY_CHARS: usize = 1600;
@@ -156,20 +154,7 @@ fn is_e164(number: &str) -> bool {
 }
 
 fn has_basic_credentials(headers: &HeaderMap) -> bool {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let decoded = String::from_utf8_lossy(&decoded);
-    decoded
-        .split_once(':')
-        .is_some_and(|(user, secret)| !user.is_empty() && !secret.is_empty())
+    basic_credentials(headers).is_some_and(|(user, secret)| !user.is_empty() && !secret.is_empty())
 }
 
 /// Builds the Message resource Twilio returns on create. With a Messaging Service the

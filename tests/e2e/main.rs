@@ -11,6 +11,7 @@ mod delivery;
 mod isolation;
 mod ledger;
 mod limits;
+mod more_providers;
 mod outage;
 mod panic;
 mod poison;

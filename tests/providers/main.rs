@@ -3,9 +3,14 @@
 //! documents, then asserts how the adapter classifies the reply.
 
 mod fcm;
+mod form_data;
 mod helpers;
+mod mailgun;
 mod sendgrid;
+mod ses;
+mod sigv4;
 mod smtp;
 mod smtp_server;
 mod twilio;
+mod vonage;
 mod webhook;
