@@ -1,22 +1,28 @@
-//! Attempts of one channel within one delivery: backoff with full jitter, `Retry-After`
-//! hints, and one credentials refresh.
+//! Attempts of one channel within one delivery: provider selection with failover, backoff
+//! with full jitter, `Retry-After` hints, and one credentials refresh.
 //!
 //! The loop sits outside the rate limiter, so every attempt takes its own permit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{LimitsConfig, RetryConfig};
 use crate::ledger::AttemptRecord;
 use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
-use crate::routes::Route;
+use crate::routes::{ChannelRoute, Route, Selection};
 
 /// Error code of a channel deferred because its rate-limit permit was too far away.
 pub const DEFERRED: &str = "deferred";
+/// Error code of a channel deferred because every provider of the channel had an open
+/// circuit breaker.
+pub const CIRCUIT_OPEN: &str = "circuit_open";
+/// Error code of a notification that no provider of its channel supports.
+pub const UNSUPPORTED: &str = "unsupported_notification";
 
 /// How often and how long to retry in place.
 #[derive(Debug, Clone)]
@@ -82,33 +88,53 @@ pub struct AttemptsOutcome {
     pub attempts: u32,
     /// One record per provider request, for the delivery ledger.
     pub calls: Vec<AttemptRecord>,
+    /// The provider of the last request, or `None` when nothing was sent.
+    pub provider: Option<Arc<str>>,
 }
 
-/// Sends `request` through `route`, retrying in place as `policy` allows.
+/// Sends `request` through the providers of `channel`, retrying in place as `policy`
+/// allows. Each attempt goes to the provider that [`ChannelRoute::select`] picks, so an
+/// attempt fails over when an earlier provider's breaker is open.
 ///
 /// A credentials failure drops the cached credentials and retries once without using up an
 /// attempt; a second one in a row is final. A rate-limited reply with a hint pauses the whole
-/// provider for that long. A permit that cannot be had within `max_permit_wait` ends the
-/// attempts with a rate-limited error coded [`DEFERRED`], which sent nothing.
+/// provider for that long. A permit that cannot be had within `max_permit_wait`, or a channel
+/// whose every provider has an open breaker, ends the attempts with a rate-limited error coded
+/// [`DEFERRED`] or [`CIRCUIT_OPEN`], which sent nothing more.
 pub async fn send_with_retries(
-    route: &Route,
+    channel: &ChannelRoute,
     policy: &RetryPolicy,
     request: SendRequest<'_>,
     metrics: &Metrics,
 ) -> AttemptsOutcome {
-    let channel = request.notification.kind().as_str();
-    let provider = &*route.provider_name;
-    let mut attempts = 0;
+    let channel_name = request.notification.kind().as_str();
+    let mut attempts = Attempts::default();
     let mut failed = 0;
     let mut refreshed_credentials = false;
-    let mut calls = Vec::new();
 
     loop {
+        let route = match channel.select(request.notification, Instant::now(), metrics) {
+            Selection::Send { route, skipped } => {
+                if let Some(from) = skipped {
+                    log_failover(&request, from, route, metrics);
+                }
+                route
+            }
+            Selection::AllOpen { retry_in } => {
+                return attempts.finish(Err(circuit_open(channel_name, retry_in)));
+            }
+            Selection::Unsupported => {
+                return attempts.finish(Err(unsupported(channel_name)));
+            }
+        };
+        let provider = &*route.provider_name;
+        attempts.provider = Some(route.provider_name.clone());
+
         let permit = match route.limits.acquire(policy.max_permit_wait).await {
             Ok(permit) => permit,
             Err(deferred) => {
                 warn!(
-                    channel,
+                    channel = channel_name,
                     provider,
                     wait_ms = deferred.wait.as_millis() as u64,
                     "rate-limit permit too far away; deferring the channel"
@@ -119,61 +145,39 @@ pub async fn send_with_retries(
                 )
                 .with_code(DEFERRED)
                 .with_retry_after(Some(deferred.wait));
-                return AttemptsOutcome {
-                    result: Err(error),
-                    attempts,
-                    calls,
-                };
+                return attempts.finish(Err(error));
             }
         };
-        attempts += 1;
+        attempts.count += 1;
         let started = Instant::now();
         let result = route.provider.send(request).await;
         drop(permit);
-        let latency = started.elapsed();
-        let result_label = result
-            .as_ref()
-            .map_or_else(|error| error.class.as_str(), |_| "ok");
-        metrics.provider_request(provider, result_label, latency);
-        calls.push(match &result {
-            Ok(delivered) => AttemptRecord::delivered(provider, Some(delivered.status), latency),
-            Err(error) => AttemptRecord::failed(provider, error, latency),
-        });
+        attempts.record(route, &result, started.elapsed(), metrics);
 
         let error = match result {
-            Ok(delivered) => {
-                return AttemptsOutcome {
-                    result: Ok(delivered),
-                    attempts,
-                    calls,
-                };
-            }
+            Ok(delivered) => return attempts.finish(Ok(delivered)),
             Err(error) => error,
         };
 
         if error.class == ErrorClass::Credentials {
             if refreshed_credentials {
                 error!(
-                    channel, provider, attempt = attempts,
+                    channel = channel_name, provider, attempt = attempts.count,
                     error.class = error.class.as_str(), error.code = error.code.as_deref(), error.message = %error.message,
                     "provider rejected fresh credentials; check the provider's configured secret"
                 );
-                return AttemptsOutcome {
-                    result: Err(error),
-                    attempts,
-                    calls,
-                };
+                return attempts.finish(Err(error));
             }
             refreshed_credentials = true;
             route.provider.invalidate_credentials();
             warn!(
-                channel,
+                channel = channel_name,
                 provider,
-                attempt = attempts,
+                attempt = attempts.count,
                 error.code = error.code.as_deref(),
                 "provider rejected credentials; refreshing them and retrying"
             );
-            metrics.send_retry(channel, provider, error.class.as_str());
+            metrics.send_retry(channel_name, provider, error.class.as_str());
             continue;
         }
 
@@ -184,23 +188,97 @@ pub async fn send_with_retries(
         failed += 1;
         let delay = match policy.delay_after(&error, failed) {
             Some(delay) if failed < policy.attempts => delay,
-            _ => {
-                return AttemptsOutcome {
-                    result: Err(error),
-                    attempts,
-                    calls,
-                };
-            }
+            _ => return attempts.finish(Err(error)),
         };
         warn!(
-            channel, provider, attempt = attempts,
+            channel = channel_name, provider, attempt = attempts.count,
             error.class = error.class.as_str(), error.code = error.code.as_deref(), error.status = error.status, error.message = %error.message,
             delay_ms = delay.as_millis() as u64,
             "attempt failed; retrying"
         );
-        metrics.send_retry(channel, provider, error.class.as_str());
+        metrics.send_retry(channel_name, provider, error.class.as_str());
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The attempts made so far for one channel.
+#[derive(Default)]
+struct Attempts {
+    count: u32,
+    calls: Vec<AttemptRecord>,
+    provider: Option<Arc<str>>,
+}
+
+impl Attempts {
+    /// Counts one provider request in the metrics, the breaker and the ledger's records.
+    fn record(
+        &mut self,
+        route: &Route,
+        result: &Result<Delivered, SendError>,
+        latency: Duration,
+        metrics: &Metrics,
+    ) {
+        let provider = &*route.provider_name;
+        let result_label = result
+            .as_ref()
+            .map_or_else(|error| error.class.as_str(), |_| "ok");
+        metrics.provider_request(provider, result_label, latency);
+        route.record(result, Instant::now(), metrics);
+        self.calls.push(match result {
+            Ok(delivered) => AttemptRecord::delivered(provider, Some(delivered.status), latency),
+            Err(error) => AttemptRecord::failed(provider, error, latency),
+        });
+    }
+
+    fn finish(self, result: Result<Delivered, SendError>) -> AttemptsOutcome {
+        AttemptsOutcome {
+            result,
+            attempts: self.count,
+            calls: self.calls,
+            provider: self.provider,
+        }
+    }
+}
+
+fn log_failover(request: &SendRequest<'_>, from: &Route, to: &Route, metrics: &Metrics) {
+    let channel = request.notification.kind().as_str();
+    metrics.failover(channel, &from.provider_name, &to.provider_name);
+    info!(
+        job_id = %request.job_id,
+        channel,
+        from = &*from.provider_name,
+        to = &*to.provider_name,
+        "provider circuit open; failing over to the next provider"
+    );
+}
+
+/// Describes a channel deferred because every provider's breaker is open.
+fn circuit_open(channel: &str, retry_in: Duration) -> SendError {
+    warn!(
+        channel,
+        retry_in_ms = retry_in.as_millis() as u64,
+        "every provider of the channel has an open circuit; deferring the channel"
+    );
+    SendError::new(
+        ErrorClass::RateLimited,
+        "every provider of the channel has an open circuit breaker",
+    )
+    .with_code(CIRCUIT_OPEN)
+    .with_retry_after(Some(retry_in))
+}
+
+/// Describes a notification that no provider of its channel can send.
+fn unsupported(channel: &str) -> SendError {
+    SendError::permanent(format!(
+        "no provider configured for channel {channel} supports this notification"
+    ))
+    .with_code(UNSUPPORTED)
+}
+
+/// Returns whether `error` deferred the channel without a provider failing it: the permit
+/// was too far away or every breaker was open. Such a delayed retry uses up no round.
+pub fn is_deferral(error: &SendError) -> bool {
+    matches!(error.code.as_deref(), Some(DEFERRED | CIRCUIT_OPEN))
 }
 
 #[cfg(test)]

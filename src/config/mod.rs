@@ -5,6 +5,7 @@
 //! [`Settings`], which is validated as a whole before any task starts, so a bad value stops
 //! Herald at start with a message naming the key.
 
+mod breaker;
 mod ledger;
 mod providers;
 mod secret;
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use breaker::CircuitBreakerConfig;
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
 pub use secret::{REDACTED, Secret};
@@ -43,6 +45,7 @@ pub struct Settings {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub channels: ChannelsConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
     pub ledger: LedgerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -79,6 +82,7 @@ struct RawSettings {
     log: LogConfig,
     shutdown: ShutdownConfig,
     channels: ChannelsConfig,
+    circuit_breaker: CircuitBreakerConfig,
     ledger: LedgerConfig,
     #[serde(default)]
     providers: BTreeMap<String, config::Value>,
@@ -135,6 +139,7 @@ impl Settings {
             log: raw.log,
             shutdown: raw.shutdown,
             channels: raw.channels,
+            circuit_breaker: raw.circuit_breaker,
             ledger: raw.ledger,
             providers,
         })
@@ -151,11 +156,24 @@ impl Settings {
         self.shutdown.validate()?;
         self.ledger
             .validate(&self.http, &self.retry, &self.limits)?;
+        self.circuit_breaker.validate()?;
         for kind in ChannelKind::ALL {
-            let Some(name) = self.channels.provider_for(kind)? else {
-                continue;
-            };
-            let key = format!("channels.{kind}");
+            self.validate_channel(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `kind`'s providers are configured, distinct and able to send `kind`.
+    fn validate_channel(&self, kind: ChannelKind) -> Result<(), ConfigError> {
+        let key = format!("channels.{kind}");
+        let names = self.channels.providers(kind);
+        for (index, name) in names.iter().enumerate() {
+            if names[..index].contains(name) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!("names provider `{name}` more than once"),
+                ));
+            }
             let provider = self.providers.get(name).ok_or_else(|| {
                 ConfigError::invalid(
                     &key,
@@ -181,9 +199,10 @@ impl Settings {
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
         self.ledger.recipient_hash_key()?;
         for kind in ChannelKind::ALL {
-            let name = self.channels.provider_for(kind)?;
-            if let Some((name, provider)) = name.and_then(|n| self.providers.get_key_value(n)) {
-                provider.check_secrets(&format!("providers.{name}"))?;
+            for name in self.channels.providers(kind) {
+                if let Some(provider) = self.providers.get(name) {
+                    provider.check_secrets(&format!("providers.{name}"))?;
+                }
             }
         }
         Ok(())
