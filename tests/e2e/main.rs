@@ -8,6 +8,7 @@ mod helpers;
 mod cli;
 mod crash;
 mod delivery;
+mod failover;
 mod isolation;
 mod ledger;
 mod limits;
