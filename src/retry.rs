@@ -270,7 +270,7 @@ fn circuit_open(channel: &str, retry_in: Duration) -> SendError {
 /// Describes a notification that no provider of its channel can send.
 fn unsupported(channel: &str) -> SendError {
     SendError::permanent(format!(
-        "no provider configured for channel {channel} supports this notification"
+        "no provider configured for channel {channel} supports this notification; add one that does to channels.{channel}"
     ))
     .with_code(UNSUPPORTED)
 }

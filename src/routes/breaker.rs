@@ -7,9 +7,8 @@
 //! deferred or cancelled) is replaced by the next admitted attempt.
 //!
 //! The caller passes the time to every method, so tests drive the clock themselves. The
-//! state machine is written here rather than taken from a crate because Herald needs its
-//! state for metrics and readiness and a single half-open probe, which the circuit breaker
-//! crates on crates.io do not all expose.
+//! state machine is small and written here because Herald reads its state for metrics and
+//! readiness and admits exactly one half-open probe.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -78,7 +77,7 @@ pub enum Admission {
     },
 }
 
-/// What an attempt's result says about the provider's health.
+/// What an attempt's result shows about the provider's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The provider replied in a way that shows it is up, such as a success or a rejection

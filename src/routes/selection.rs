@@ -1,5 +1,5 @@
-//! Which of a channel's providers takes an attempt: the first, in the configured order,
-//! that supports the notification and whose breaker admits traffic.
+//! Provider selection: each attempt goes to the first of the channel's providers, in the
+//! configured order, that supports the notification and whose breaker admits traffic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +69,7 @@ mod tests {
 
     const COOL_DOWN: Duration = Duration::from_secs(30);
 
-    /// An adapter that never sends and supports notifications as told.
+    /// An adapter that never sends, with a fixed answer to `supports`.
     struct StubProvider {
         supports: bool,
     }

@@ -15,7 +15,7 @@ const MAIL_SEND: &str = "/v3/mail/send";
 /// breaker is open, short enough to wait out.
 const COOL_DOWN: Duration = Duration::from_secs(3);
 
-/// A second SendGrid account, `backup`, that accepts every message.
+/// Starts a mock of a second SendGrid account, `backup`, that accepts every message.
 async fn start_backup() -> MockServer {
     let backup = MockServer::start().await;
     Mock::given(method("POST"))
