@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::pool::{ConsumeEnd, WorkerPool};
 use crate::providers::http::build_client;
 use crate::redelivery::RedeliveryPolicy;
+use crate::reload::CredentialReloader;
 use crate::retry::RetryPolicy;
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
@@ -55,6 +56,12 @@ impl Herald {
         let metrics = Arc::new(Metrics::new());
         let client = build_client(&settings.http)?;
         let routes = Arc::new(Routes::build(&settings, &client, &metrics)?);
+        let reloader = CredentialReloader::new(
+            &settings.providers,
+            client.clone(),
+            routes.clone(),
+            metrics.clone(),
+        );
         settings.ledger.recipient_hash_key()?;
         let ledger = Ledger::connect(&settings.ledger).await?;
 
@@ -74,6 +81,10 @@ impl Herald {
             routes,
             metrics: metrics.clone(),
         };
+        tokio::spawn(reloader.run(
+            shutdown.clone(),
+            daemon.settings.reload.secret_poll_interval(),
+        ));
         let task = tokio::spawn(daemon.run(admin, shutdown));
         Ok(Herald {
             admin_addr,

@@ -86,6 +86,7 @@ pub struct Metrics {
     circuit_state: IntGaugeVec,
     circuit_transitions: IntCounterVec,
     failovers: IntCounterVec,
+    credential_reloads: IntCounterVec,
     jobs_in_flight: IntGauge,
     broker_connected: IntGauge,
     consuming: IntGauge,
@@ -172,6 +173,11 @@ impl Metrics {
                 "Attempts sent through a later provider of the channel because an earlier one's breaker was open, by channel, the skipped provider (from) and the one used (to).",
                 &["channel", "from", "to"],
             ),
+            credential_reloads: counter_vec(
+                "herald_credential_reloads_total",
+                "Rebuilds of a provider's adapter with reread secrets, by provider and result: ok, or failed (the old adapter stays).",
+                &["provider", "result"],
+            ),
             jobs_in_flight: gauge(
                 "herald_jobs_in_flight",
                 "Jobs taken from the queue and not yet settled.",
@@ -242,13 +248,29 @@ impl Metrics {
         }
     }
 
+    /// Creates the credential reload series of `provider`.
+    pub fn init_credential_reloads(&self, provider: &str) {
+        for result in ["ok", "failed"] {
+            self.credential_reloads
+                .with_label_values(&[provider, result]);
+        }
+    }
+
+    /// Counts a rebuild of `provider`'s adapter; `result` is `ok` or `failed`.
+    pub fn credential_reload(&self, provider: &str, result: &str) {
+        self.credential_reloads
+            .with_label_values(&[provider, result])
+            .inc();
+    }
+
     /// Creates the failover series of `channel` from provider `from` to provider `to`.
     pub fn init_failover(&self, channel: &str, from: &str, to: &str) {
         self.failovers.with_label_values(&[channel, from, to]);
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+            Box::new(self.credential_reloads.clone()),
             Box::new(self.circuit_state.clone()),
             Box::new(self.circuit_transitions.clone()),
             Box::new(self.failovers.clone()),

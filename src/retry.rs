@@ -150,7 +150,7 @@ pub async fn send_with_retries(
         };
         attempts.count += 1;
         let started = Instant::now();
-        let result = route.provider.send(request).await;
+        let result = route.provider().send(request).await;
         drop(permit);
         attempts.record(route, &result, started.elapsed(), metrics);
 
@@ -169,7 +169,7 @@ pub async fn send_with_retries(
                 return attempts.finish(Err(error));
             }
             refreshed_credentials = true;
-            route.provider.invalidate_credentials();
+            route.provider().invalidate_credentials();
             warn!(
                 channel = channel_name,
                 provider,

@@ -8,6 +8,7 @@
 mod breaker;
 mod ledger;
 mod providers;
+mod reload;
 mod secret;
 mod sections;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 pub use breaker::CircuitBreakerConfig;
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
+pub use reload::ReloadConfig;
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
@@ -46,6 +48,7 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     pub channels: ChannelsConfig,
     pub circuit_breaker: CircuitBreakerConfig,
+    pub reload: ReloadConfig,
     pub ledger: LedgerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -83,6 +86,7 @@ struct RawSettings {
     shutdown: ShutdownConfig,
     channels: ChannelsConfig,
     circuit_breaker: CircuitBreakerConfig,
+    reload: ReloadConfig,
     ledger: LedgerConfig,
     #[serde(default)]
     providers: BTreeMap<String, config::Value>,
@@ -140,6 +144,7 @@ impl Settings {
             shutdown: raw.shutdown,
             channels: raw.channels,
             circuit_breaker: raw.circuit_breaker,
+            reload: raw.reload,
             ledger: raw.ledger,
             providers,
         })

@@ -1,6 +1,6 @@
 //! Provider sections: `[providers.NAME]` with a `kind` that selects the adapter.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -105,6 +105,19 @@ impl ProviderConfig {
             ProviderConfig::Twilio(config) => config.check_account(key),
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
         }
+    }
+
+    /// Returns the files the section's secrets are read from, for reloading them when their
+    /// content changes. Empty when every secret is inline.
+    pub fn secret_files(&self) -> Vec<&Path> {
+        let file = match self {
+            ProviderConfig::Sendgrid(config) => config.api_key_file.as_deref(),
+            ProviderConfig::Twilio(config) => config.auth_token_file.as_deref(),
+            ProviderConfig::Fcm(config) => config.service_account_file.as_deref(),
+        };
+        file.filter(|path| !path.as_os_str().is_empty())
+            .into_iter()
+            .collect()
     }
 
     fn base_url(&self) -> &str {

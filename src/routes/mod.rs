@@ -8,7 +8,7 @@ mod breaker;
 mod selection;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -25,12 +25,45 @@ use crate::providers::{self, Provider, SendError};
 /// A provider ready to send: the adapter, its configured name, its limits and its breaker.
 pub struct Route {
     pub provider_name: Arc<str>,
-    pub provider: Arc<dyn Provider>,
+    /// The adapter, replaced when its credentials are reloaded. Each attempt clones the
+    /// `Arc`, so a send under way finishes with the adapter it started with.
+    adapter: RwLock<Arc<dyn Provider>>,
     pub limits: ProviderLimits,
     pub breaker: CircuitBreaker,
 }
 
 impl Route {
+    pub fn new(
+        provider_name: Arc<str>,
+        adapter: Arc<dyn Provider>,
+        limits: ProviderLimits,
+        breaker: CircuitBreaker,
+    ) -> Route {
+        Route {
+            provider_name,
+            adapter: RwLock::new(adapter),
+            limits,
+            breaker,
+        }
+    }
+
+    /// Returns the current adapter.
+    pub fn provider(&self) -> Arc<dyn Provider> {
+        self.adapter
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the adapter for the attempts that start from now on. Limits and breaker
+    /// state stay as they are.
+    pub fn replace_provider(&self, adapter: Arc<dyn Provider>) {
+        *self
+            .adapter
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = adapter;
+    }
+
     /// Asks the breaker whether an attempt may go to this provider now, and reports a
     /// change of state.
     pub fn admit(&self, now: Instant, metrics: &Metrics) -> Admission {
@@ -88,6 +121,8 @@ impl ChannelRoute {
 /// The routes of every channel that is turned on.
 pub struct Routes {
     by_channel: BTreeMap<ChannelKind, ChannelRoute>,
+    /// Every provider that a channel names, by its configured name.
+    by_name: BTreeMap<String, Arc<Route>>,
 }
 
 impl Routes {
@@ -98,17 +133,17 @@ impl Routes {
         client: &reqwest::Client,
         metrics: &Arc<Metrics>,
     ) -> Result<Routes, ConfigError> {
-        let mut built: BTreeMap<&str, Arc<Route>> = BTreeMap::new();
+        let mut built: BTreeMap<String, Arc<Route>> = BTreeMap::new();
         let mut by_channel = BTreeMap::new();
         for kind in ChannelKind::ALL {
             let names = settings.channels.providers(kind);
             let mut routes = Vec::with_capacity(names.len());
             for name in names {
-                let route = match built.get(name.as_str()) {
+                let route = match built.get(name) {
                     Some(route) => route.clone(),
                     None => {
                         let route = Arc::new(build_route(settings, kind, name, client, metrics)?);
-                        built.insert(name, route.clone());
+                        built.insert(name.clone(), route.clone());
                         route
                     }
                 };
@@ -120,25 +155,39 @@ impl Routes {
                 by_channel.insert(kind, ChannelRoute { routes });
             }
         }
-        Ok(Routes { by_channel })
+        Ok(Routes {
+            by_channel,
+            by_name: built,
+        })
     }
 
     /// Builds routes from ready-made adapters, for tests and embedding. A channel given no
     /// routes stays off.
     pub fn from_routes(routes: impl IntoIterator<Item = (ChannelKind, Vec<Route>)>) -> Routes {
-        let by_channel = routes
-            .into_iter()
-            .filter(|(_, routes)| !routes.is_empty())
-            .map(|(kind, routes)| {
-                let routes = routes.into_iter().map(Arc::new).collect();
-                (kind, ChannelRoute { routes })
-            })
-            .collect();
-        Routes { by_channel }
+        let mut by_channel = BTreeMap::new();
+        let mut by_name = BTreeMap::new();
+        for (kind, routes) in routes {
+            let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+            for route in &routes {
+                by_name.insert(route.provider_name.to_string(), route.clone());
+            }
+            if !routes.is_empty() {
+                by_channel.insert(kind, ChannelRoute { routes });
+            }
+        }
+        Routes {
+            by_channel,
+            by_name,
+        }
     }
 
     pub fn get(&self, kind: ChannelKind) -> Option<&ChannelRoute> {
         self.by_channel.get(&kind)
+    }
+
+    /// Returns every provider that a channel names, by configured name.
+    pub fn providers(&self) -> &BTreeMap<String, Arc<Route>> {
+        &self.by_name
     }
 }
 
@@ -157,6 +206,7 @@ fn build_route(
     })?;
     let provider_name: Arc<str> = Arc::from(name);
     metrics.init_circuit(name);
+    metrics.init_credential_reloads(name);
     let limits = ProviderLimits::new(
         provider_name.clone(),
         config.rate_limit(),
@@ -164,12 +214,12 @@ fn build_route(
         settings.limits.jitter(),
         metrics.clone(),
     );
-    Ok(Route {
-        provider: providers::build(name, config, client)?,
+    Ok(Route::new(
         provider_name,
+        providers::build(name, config, client)?,
         limits,
-        breaker: CircuitBreaker::new(&settings.circuit_breaker),
-    })
+        CircuitBreaker::new(&settings.circuit_breaker),
+    ))
 }
 
 /// Creates the failover series of every pair of a channel's providers that a failover can

@@ -37,7 +37,7 @@ impl ChannelRoute {
         let mut skipped = None;
         let mut retry_in: Option<Duration> = None;
         for route in self.routes() {
-            if !route.provider.supports(notification) {
+            if !route.provider().supports(notification) {
                 continue;
             }
             match route.admit(now, metrics) {
@@ -87,26 +87,28 @@ mod tests {
 
     fn route(name: &str, supports: bool, metrics: &Arc<Metrics>) -> Route {
         let provider_name: Arc<str> = Arc::from(name);
-        Route {
-            limits: crate::limits::ProviderLimits::new(
-                provider_name.clone(),
-                RateLimitConfig {
-                    per_second: 10,
-                    burst: 10,
-                },
-                4,
-                Duration::ZERO,
-                metrics.clone(),
-            ),
+        let limits = crate::limits::ProviderLimits::new(
+            provider_name.clone(),
+            RateLimitConfig {
+                per_second: 10,
+                burst: 10,
+            },
+            4,
+            Duration::ZERO,
+            metrics.clone(),
+        );
+        let breaker = CircuitBreaker::new(&CircuitBreakerConfig {
+            enabled: true,
+            failure_threshold: 1,
+            window_secs: 60,
+            cool_down_secs: COOL_DOWN.as_secs(),
+        });
+        Route::new(
             provider_name,
-            provider: Arc::new(StubProvider { supports }),
-            breaker: CircuitBreaker::new(&CircuitBreakerConfig {
-                enabled: true,
-                failure_threshold: 1,
-                window_secs: 60,
-                cool_down_secs: COOL_DOWN.as_secs(),
-            }),
-        }
+            Arc::new(StubProvider { supports }),
+            limits,
+            breaker,
+        )
     }
 
     fn email() -> Notification {

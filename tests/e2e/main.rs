@@ -17,6 +17,7 @@ mod poison;
 mod proxy;
 mod recovery;
 mod redelivery;
+mod reload;
 mod retry;
 mod shutdown;
 mod topology;
