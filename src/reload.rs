@@ -27,7 +27,7 @@ use crate::shutdown::Shutdown;
 /// The digests of one provider's secret files, `None` for a file that could not be read.
 type Fingerprint = Vec<Option<[u8; 32]>>;
 
-/// Why a reload happened, as logged in its `trigger` field.
+/// The cause of a reload, logged in its `trigger` field.
 #[derive(Debug, Clone, Copy)]
 enum Trigger {
     Hangup,

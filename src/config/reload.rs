@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The `[reload]` section: how often secret files are checked for new content.
+/// Settings for rereading provider secrets while Herald runs.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
