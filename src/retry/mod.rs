@@ -282,6 +282,9 @@ pub fn is_deferral(error: &SendError) -> bool {
 }
 
 #[cfg(test)]
+mod failover_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
