@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use breaker::CircuitBreakerConfig;
+pub use breaker::{CircuitBreakerConfig, CircuitBreakerOverride};
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
 pub use reload::ReloadConfig;
@@ -161,7 +161,7 @@ impl Settings {
         self.shutdown.validate()?;
         self.ledger
             .validate(&self.http, &self.retry, &self.limits)?;
-        self.circuit_breaker.validate()?;
+        self.circuit_breaker.validate("circuit_breaker")?;
         for kind in ChannelKind::ALL {
             self.validate_channel(kind)?;
         }
@@ -196,6 +196,9 @@ impl Settings {
                 ));
             }
             provider.validate(&format!("providers.{name}"))?;
+            self.circuit_breaker
+                .with_override(provider.circuit_breaker_override())
+                .validate(&format!("providers.{name}.circuit_breaker"))?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::breaker::CircuitBreakerOverride;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
 use crate::job::ChannelKind;
@@ -86,6 +87,14 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.rate_limit,
             ProviderConfig::Twilio(config) => config.rate_limit,
             ProviderConfig::Fcm(config) => config.rate_limit,
+        }
+    }
+
+    pub fn circuit_breaker_override(&self) -> &CircuitBreakerOverride {
+        match self {
+            ProviderConfig::Sendgrid(config) => &config.circuit_breaker,
+            ProviderConfig::Twilio(config) => &config.circuit_breaker,
+            ProviderConfig::Fcm(config) => &config.circuit_breaker,
         }
     }
 
@@ -181,6 +190,9 @@ pub struct SendgridConfig {
     pub from_name: String,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl SendgridConfig {
@@ -217,6 +229,9 @@ pub struct TwilioConfig {
     pub messaging_service_sid: String,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl TwilioConfig {
@@ -272,6 +287,9 @@ pub struct FcmConfig {
     pub token_refresh_margin_secs: u64,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl FcmConfig {

@@ -145,6 +145,42 @@ fn circuit_breaker_threshold_must_be_positive() {
 }
 
 #[test]
+fn provider_overrides_circuit_breaker_keys() {
+    let settings = load(&[(
+        "HERALD__PROVIDERS__SENDGRID__CIRCUIT_BREAKER__COOL_DOWN_SECS",
+        "90",
+    )])
+    .unwrap();
+    let sendgrid = settings
+        .circuit_breaker
+        .with_override(settings.providers["sendgrid"].circuit_breaker_override());
+    assert_eq!(sendgrid.cool_down_secs, 90);
+    assert_eq!(
+        sendgrid.failure_threshold,
+        settings.circuit_breaker.failure_threshold
+    );
+    let twilio = settings
+        .circuit_breaker
+        .with_override(settings.providers["twilio"].circuit_breaker_override());
+    assert_eq!(
+        twilio.cool_down_secs,
+        settings.circuit_breaker.cool_down_secs
+    );
+}
+
+#[test]
+fn provider_circuit_breaker_override_is_checked() {
+    let env = [(
+        "HERALD__PROVIDERS__SENDGRID__CIRCUIT_BREAKER__WINDOW_SECS",
+        "0",
+    )];
+    assert_eq!(
+        invalid_key(load(&env)),
+        "providers.sendgrid.circuit_breaker.window_secs"
+    );
+}
+
+#[test]
 fn unknown_provider_kind_is_rejected() {
     let key = invalid_key(load(&[("HERALD__PROVIDERS__PIGEON__KIND", "pigeon")]));
     assert_eq!(key, "providers.pigeon.kind");

@@ -218,7 +218,11 @@ fn build_route(
         provider_name,
         providers::build(name, config, client)?,
         limits,
-        CircuitBreaker::new(&settings.circuit_breaker),
+        CircuitBreaker::new(
+            &settings
+                .circuit_breaker
+                .with_override(config.circuit_breaker_override()),
+        ),
     ))
 }
 
