@@ -152,10 +152,10 @@ async fn send_channel(
         .instrument(span.clone())
         .await;
 
-    // Entered only now: a guard held across an await would lend this span to whatever
-    // else the thread polls meanwhile.
     let provider = outcome.provider.as_deref().unwrap_or(&preferred).to_owned();
     span.record("provider", provider.as_str());
+    // Entered only now: a guard held across an await would lend this span to whatever
+    // else the thread polls meanwhile.
     let _entered = span.enter();
     let report_outcome = match outcome.result {
         Ok(delivered) => {

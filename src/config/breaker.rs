@@ -65,7 +65,7 @@ pub struct CircuitBreakerOverride {
 }
 
 impl CircuitBreakerOverride {
-    /// Whether no key is set, so the provider uses `[circuit_breaker]` as it is.
+    /// Returns whether no key is set, so the provider uses `[circuit_breaker]` as it is.
     pub fn is_empty(&self) -> bool {
         self.enabled.is_none()
             && self.failure_threshold.is_none()

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{LimitsConfig, RetryConfig};
 use crate::ledger::AttemptRecord;
+use crate::limits::Deferred;
 use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::routes::{ChannelRoute, Route, Selection};
@@ -88,7 +89,8 @@ pub struct AttemptsOutcome {
     pub attempts: u32,
     /// One record per provider request, for the delivery ledger.
     pub calls: Vec<AttemptRecord>,
-    /// The provider of the last request, or `None` when nothing was sent.
+    /// The provider of the last attempt, sent or deferred by its rate limit, or `None` when
+    /// no provider was chosen.
     pub provider: Option<Arc<str>>,
 }
 
@@ -113,19 +115,9 @@ pub async fn send_with_retries(
     let mut refreshed_credentials = false;
 
     loop {
-        let route = match channel.select(request.notification, Instant::now(), metrics) {
-            Selection::Send { route, skipped } => {
-                if let Some(from) = skipped {
-                    log_failover(&request, from, route, metrics);
-                }
-                route
-            }
-            Selection::AllOpen { retry_in } => {
-                return attempts.finish(Err(circuit_open(channel_name, retry_in)));
-            }
-            Selection::Unsupported => {
-                return attempts.finish(Err(unsupported(channel_name)));
-            }
+        let route = match choose_route(channel, &request, metrics) {
+            Ok(route) => route,
+            Err(error) => return attempts.finish(Err(error)),
         };
         let provider = &*route.provider_name;
         attempts.provider = Some(route.provider_name.clone());
@@ -133,19 +125,7 @@ pub async fn send_with_retries(
         let permit = match route.limits.acquire(policy.max_permit_wait).await {
             Ok(permit) => permit,
             Err(deferred) => {
-                warn!(
-                    channel = channel_name,
-                    provider,
-                    wait_ms = deferred.wait.as_millis() as u64,
-                    "rate-limit permit too far away; deferring the channel"
-                );
-                let error = SendError::new(
-                    ErrorClass::RateLimited,
-                    "rate-limit permit wait exceeds limits.max_permit_wait_secs",
-                )
-                .with_code(DEFERRED)
-                .with_retry_after(Some(deferred.wait));
-                return attempts.finish(Err(error));
+                return attempts.finish(Err(permit_deferred(channel_name, provider, deferred)));
             }
         };
         attempts.count += 1;
@@ -238,6 +218,42 @@ impl Attempts {
             provider: self.provider,
         }
     }
+}
+
+/// Picks the provider of the next attempt, logging a failover, or returns the error that
+/// ends the attempts when no provider can take it.
+fn choose_route<'a>(
+    channel: &'a ChannelRoute,
+    request: &SendRequest<'_>,
+    metrics: &Metrics,
+) -> Result<&'a Arc<Route>, SendError> {
+    let channel_name = request.notification.kind().as_str();
+    match channel.select(request.notification, Instant::now(), metrics) {
+        Selection::Send { route, skipped } => {
+            if let Some(from) = skipped {
+                log_failover(request, from, route, metrics);
+            }
+            Ok(route)
+        }
+        Selection::AllOpen { retry_in } => Err(circuit_open(channel_name, retry_in)),
+        Selection::Unsupported => Err(unsupported(channel_name)),
+    }
+}
+
+/// Describes a channel deferred because its rate-limit permit was too far away.
+fn permit_deferred(channel: &str, provider: &str, deferred: Deferred) -> SendError {
+    warn!(
+        channel,
+        provider,
+        wait_ms = deferred.wait.as_millis() as u64,
+        "rate-limit permit too far away; deferring the channel"
+    );
+    SendError::new(
+        ErrorClass::RateLimited,
+        "rate-limit permit wait exceeds limits.max_permit_wait_secs",
+    )
+    .with_code(DEFERRED)
+    .with_retry_after(Some(deferred.wait))
 }
 
 fn log_failover(request: &SendRequest<'_>, from: &Route, to: &Route, metrics: &Metrics) {
