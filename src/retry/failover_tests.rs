@@ -12,7 +12,7 @@ use crate::config::{CircuitBreakerConfig, RateLimitConfig};
 use crate::job::{ChannelKind, ChannelRequest, Job, JobId, Notification};
 use crate::limits::ProviderLimits;
 use crate::providers::{Provider, SendResult};
-use crate::routes::{CircuitBreaker, CircuitState, Routes};
+use crate::routes::{CircuitBreaker, CircuitState, Routes, Verdict};
 
 /// An adapter that returns scripted results, then successes, and counts its requests.
 struct ScriptedProvider {
@@ -166,7 +166,7 @@ async fn permanent_error_does_not_fail_over() {
 }
 
 #[tokio::test]
-async fn every_breaker_open_defers_channel() {
+async fn breaker_opened_by_this_delivery_keeps_its_failure() {
     let metrics = Arc::new(Metrics::new());
     let stubs = vec![stub(
         "primary",
@@ -177,14 +177,31 @@ async fn every_breaker_open_defers_channel() {
     let (outcome, counts, _routes) = send(stubs, &metrics).await;
 
     let error = outcome.result.unwrap_err();
+    assert_eq!(error.class, ErrorClass::Transient);
+    assert_eq!(error.status, Some(503));
+    assert!(!is_deferral(&error));
+    assert_eq!(counts, [2]);
+    assert_eq!(outcome.attempts, 2);
+}
+
+#[tokio::test]
+async fn every_breaker_open_defers_channel() {
+    let metrics = Arc::new(Metrics::new());
+    let primary = stub("primary", vec![], true, &metrics);
+    let opened = Instant::now();
+    primary.route.breaker.record(Verdict::Failing, opened);
+    primary.route.breaker.record(Verdict::Failing, opened);
+    let (outcome, counts, _routes) = send(vec![primary], &metrics).await;
+
+    let error = outcome.result.unwrap_err();
     assert_eq!(error.code.as_deref(), Some(CIRCUIT_OPEN));
     assert_eq!(error.class, ErrorClass::RateLimited);
     let retry_after = error.retry_after.expect("a deferral carries the wait");
     assert!(retry_after <= Duration::from_secs(30), "{retry_after:?}");
     assert!(retry_after > Duration::from_secs(29), "{retry_after:?}");
     assert!(is_deferral(&error));
-    assert_eq!(counts, [2]);
-    assert_eq!(outcome.attempts, 2);
+    assert_eq!(counts, [0]);
+    assert_eq!(outcome.attempts, 0);
 }
 
 #[tokio::test]

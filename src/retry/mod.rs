@@ -101,8 +101,9 @@ pub struct AttemptsOutcome {
 /// A credentials failure drops the cached credentials and retries once without using up an
 /// attempt; a second one in a row is final. A rate-limited reply with a hint pauses the whole
 /// provider for that long. A permit that cannot be had within `max_permit_wait`, or a channel
-/// whose every provider has an open breaker, ends the attempts with a rate-limited error coded
-/// [`DEFERRED`] or [`CIRCUIT_OPEN`], which sent nothing more.
+/// whose every provider has an open breaker before this delivery sent anything, ends the
+/// attempts with a rate-limited error coded [`DEFERRED`] or [`CIRCUIT_OPEN`]. When the
+/// breakers close off a delivery that already failed, it ends with its latest failure.
 pub async fn send_with_retries(
     channel: &ChannelRoute,
     policy: &RetryPolicy,
@@ -113,11 +114,15 @@ pub async fn send_with_retries(
     let mut attempts = Attempts::default();
     let mut failed = 0;
     let mut refreshed_credentials = false;
+    // The failure of the latest request, kept for when no provider admits a retry.
+    let mut last_failure: Option<SendError> = None;
 
     loop {
         let route = match choose_route(channel, &request, metrics) {
             Ok(route) => route,
-            Err(error) => return attempts.finish(Err(error)),
+            Err(error) => {
+                return attempts.finish(Err(final_error(channel_name, error, last_failure)));
+            }
         };
         let provider = &*route.provider_name;
         attempts.provider = Some(route.provider_name.clone());
@@ -177,6 +182,7 @@ pub async fn send_with_retries(
             "attempt failed; retrying"
         );
         metrics.send_retry(channel_name, provider, error.class.as_str());
+        last_failure = Some(error);
         tokio::time::sleep(delay).await;
     }
 }
@@ -235,8 +241,29 @@ fn choose_route<'a>(
             }
             Ok(route)
         }
-        Selection::AllOpen { retry_in } => Err(circuit_open(channel_name, retry_in)),
+        Selection::AllOpen { retry_in } => Err(circuit_open(retry_in)),
         Selection::Unsupported => Err(unsupported(channel_name)),
+    }
+}
+
+/// Returns the error that ends attempts for which no provider was chosen. A delivery that
+/// reached a provider and failed ends with that failure, so it uses up its round even when
+/// the breakers opened meanwhile. Only a delivery that sent nothing is deferred for open
+/// breakers.
+fn final_error(channel: &str, error: SendError, last_failure: Option<SendError>) -> SendError {
+    if error.code.as_deref() != Some(CIRCUIT_OPEN) {
+        return error;
+    }
+    match last_failure {
+        Some(failure) => failure,
+        None => {
+            warn!(
+                channel,
+                retry_in_ms = error.retry_after.unwrap_or_default().as_millis() as u64,
+                "every provider of the channel has an open circuit; deferring the channel"
+            );
+            error
+        }
     }
 }
 
@@ -268,13 +295,8 @@ fn log_failover(request: &SendRequest<'_>, from: &Route, to: &Route, metrics: &M
     );
 }
 
-/// Describes a channel deferred because every provider's breaker is open.
-fn circuit_open(channel: &str, retry_in: Duration) -> SendError {
-    warn!(
-        channel,
-        retry_in_ms = retry_in.as_millis() as u64,
-        "every provider of the channel has an open circuit; deferring the channel"
-    );
+/// Describes a channel whose every provider has an open breaker.
+fn circuit_open(retry_in: Duration) -> SendError {
     SendError::new(
         ErrorClass::RateLimited,
         "every provider of the channel has an open circuit breaker",

@@ -283,8 +283,9 @@ async fn channel_with_every_breaker_open_is_deferred() {
         ])
         .await;
 
-    // The first attempt opens the only breaker, so the second finds no provider and the
-    // channel goes to a delay queue without using up a delivery round.
+    // The first attempt opens the only breaker, so the first delivery ends with its 503 and
+    // uses up a round. The delivery after it finds the breaker still open, sends nothing
+    // and is deferred without using up a round.
     fixture
         .topology
         .publish_jobs(&[job("all-open-1", 1, &["email"])])
