@@ -168,3 +168,95 @@ fn file_digest(path: &Path) -> Option<[u8; 32]> {
     let content = std::fs::read(path).ok()?;
     Some(Sha256::digest(content).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::providers::http::build_client;
+
+    /// A temporary SendGrid key file, removed on drop.
+    struct KeyFile(std::path::PathBuf);
+
+    impl KeyFile {
+        fn create(test: &str, key: &str) -> KeyFile {
+            let path =
+                std::env::temp_dir().join(format!("herald-reload-{test}-{}", std::process::id()));
+            std::fs::write(&path, key).unwrap();
+            KeyFile(path)
+        }
+    }
+
+    impl Drop for KeyFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn reloader(key_file: &KeyFile) -> (CredentialReloader, Arc<Routes>, Arc<Metrics>) {
+        let env = [
+            (
+                "HERALD__PROVIDERS__SENDGRID__API_KEY_FILE",
+                key_file.0.to_str().unwrap(),
+            ),
+            ("HERALD__CHANNELS__SMS", ""),
+            ("HERALD__CHANNELS__PUSH", ""),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned()));
+        let settings = Settings::load_with_env(None, env).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let client = build_client(&settings.http).unwrap();
+        let routes = Arc::new(Routes::build(&settings, &client, &metrics).unwrap());
+        let reloader =
+            CredentialReloader::new(&settings.providers, client, routes.clone(), metrics.clone());
+        (reloader, routes, metrics)
+    }
+
+    fn reloads(metrics: &Metrics, result: &str) -> bool {
+        let series = format!(
+            "herald_credential_reloads_total{{provider=\"sendgrid\",result=\"{result}\"}} 1"
+        );
+        metrics.render().contains(&series)
+    }
+
+    #[test]
+    fn unchanged_file_keeps_adapter() {
+        let key_file = KeyFile::create("unchanged", "SG.first-key");
+        let (mut reloader, routes, _metrics) = reloader(&key_file);
+        let before = routes.providers()["sendgrid"].provider();
+
+        reloader.reload_changed();
+
+        let after = routes.providers()["sendgrid"].provider();
+        assert!(Arc::ptr_eq(&before, &after));
+    }
+
+    #[test]
+    fn changed_file_rebuilds_adapter() {
+        let key_file = KeyFile::create("changed", "SG.first-key");
+        let (mut reloader, routes, metrics) = reloader(&key_file);
+        let before = routes.providers()["sendgrid"].provider();
+
+        std::fs::write(&key_file.0, "SG.second-key").unwrap();
+        reloader.reload_changed();
+
+        let after = routes.providers()["sendgrid"].provider();
+        assert!(!Arc::ptr_eq(&before, &after));
+        assert!(reloads(&metrics, "ok"));
+    }
+
+    #[test]
+    fn empty_file_keeps_adapter() {
+        let key_file = KeyFile::create("empty", "SG.first-key");
+        let (mut reloader, routes, metrics) = reloader(&key_file);
+        let before = routes.providers()["sendgrid"].provider();
+
+        std::fs::write(&key_file.0, "").unwrap();
+        reloader.reload_changed();
+        reloader.reload_changed();
+
+        let after = routes.providers()["sendgrid"].provider();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert!(reloads(&metrics, "failed"), "a bad secret is counted once");
+    }
+}
