@@ -1,5 +1,5 @@
-//! Credential reload: providers' secrets are read again on SIGHUP, and when a secret file's
-//! content changes, and the affected adapters are rebuilt without a restart.
+//! Credential reload: on SIGHUP, or when a secret file's content changes, providers'
+//! secrets are read again and the affected adapters rebuilt without a restart.
 //!
 //! A rebuilt adapter replaces the old one in its [`crate::routes::Route`] for attempts that start later.
 //! Sends under way hold the old adapter through its `Arc` and finish with it, and the
