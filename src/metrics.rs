@@ -378,14 +378,17 @@ impl Metrics {
         self.provider_in_flight.with_label_values(&[provider])
     }
 
-    /// Sets the breaker state gauge of `provider` and counts the change.
+    /// Counts a change of `provider`'s breaker state.
     pub fn circuit_transition(&self, provider: &str, from: CircuitState, to: CircuitState) {
-        self.circuit_state
-            .with_label_values(&[provider])
-            .set(to.gauge_value());
         self.circuit_transitions
             .with_label_values(&[provider, from.as_str(), to.as_str()])
             .inc();
+    }
+
+    pub fn set_circuit_state(&self, provider: &str, state: CircuitState) {
+        self.circuit_state
+            .with_label_values(&[provider])
+            .set(state.gauge_value());
     }
 
     pub fn failover(&self, channel: &str, from: &str, to: &str) {

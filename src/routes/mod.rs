@@ -85,6 +85,9 @@ impl Route {
         let provider = &*self.provider_name;
         let (from, to) = (transition.from.as_str(), transition.to.as_str());
         metrics.circuit_transition(provider, transition.from, transition.to);
+        // The state is read again rather than taken from `transition`: when two changes
+        // race, the report that runs last then sets the gauge to the latest state.
+        metrics.set_circuit_state(provider, self.breaker.state());
         match transition.to {
             CircuitState::Open => warn!(
                 provider,
