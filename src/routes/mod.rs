@@ -91,7 +91,9 @@ impl Route {
         match transition.to {
             CircuitState::Open => warn!(
                 provider,
-                from, to, "provider circuit opened; its attempts go to the channel's next provider"
+                from,
+                to,
+                "provider circuit opened; its attempts go to the channel's next provider, or are deferred when it has none"
             ),
             CircuitState::HalfOpen => {
                 info!(
