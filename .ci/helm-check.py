@@ -73,6 +73,13 @@ COMMENTED_KEYS = {
     "providers.webhook.endpoints.NAME.signing_secrets_file",
     "providers.webhook.endpoints.NAME.headers",
 }
+# A provider's own circuit breaker keys, which default.toml describes only in a comment
+# because each one falls back to [circuit_breaker].
+COMMENTED_KEYS |= {
+    f"providers.{provider}.circuit_breaker.{key}"
+    for provider in ("sendgrid", "twilio", "fcm")
+    for key in ("enabled", "failure_threshold", "window_secs", "cool_down_secs")
+}
 # Keys the chart renders itself from other values.
 CHART_OWNED_KEYS = {"admin.listen", "shutdown.grace_period_secs"}
 

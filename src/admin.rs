@@ -2,7 +2,8 @@
 //!
 //! - `GET /metrics`: every metric in the Prometheus text format.
 //! - `GET /health/live`: 200 while the process runs.
-//! - `GET /health/ready`: 200 while Herald consumes from the work queue, else 503.
+//! - `GET /health/ready`: 200 while Herald consumes from the work queue, else 503. The body
+//!   also lists each provider's circuit breaker state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,10 +64,23 @@ async fn live() -> &'static str {
     "ok\n"
 }
 
-async fn ready(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    if metrics.is_consuming() {
-        (StatusCode::OK, "ready\n")
+/// Returns 200 while consuming, else 503, with one line per provider's breaker state. An
+/// open breaker does not make Herald unready: its channel fails over or is deferred, and
+/// taking the pod out of service would not bring the provider back.
+async fn ready(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
+    let (status, mut body) = if metrics.is_consuming() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not consuming\n".to_owned(),
+        )
+    };
+    for (provider, state) in metrics.circuit_states() {
+        body.push_str(&format!(
+            "provider {provider}: circuit {}\n",
+            state.as_str()
+        ));
     }
+    (status, body)
 }

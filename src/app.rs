@@ -1,7 +1,7 @@
 //! The daemon's lifecycle: build the components, serve the admin port, consume through
 //! broker sessions that reconnect when lost, and drain on shutdown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::AdminServer;
 use crate::broker::{self, Publisher};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, ProviderConfig, Settings};
 use crate::handler::{JobHandler, LedgerGate};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -20,6 +20,7 @@ use crate::pool::{ConsumeEnd, WorkerPool};
 use crate::providers::Provider;
 use crate::providers::http::build_client;
 use crate::redelivery::RedeliveryPolicy;
+use crate::reload::CredentialReloader;
 use crate::retry::RetryPolicy;
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
@@ -70,6 +71,20 @@ impl Herald {
         let routes = Arc::new(Routes::build_with_adapters(
             &settings, &client, &metrics, &adapters,
         )?);
+        // Adapters supplied by the embedder have no configured secrets to reload.
+        let reloadable: BTreeMap<String, ProviderConfig> = settings
+            .providers
+            .iter()
+            .filter(|(name, _)| !adapters.contains_key(*name))
+            .map(|(name, config)| (name.clone(), config.clone()))
+            .collect();
+        let reloader = CredentialReloader::new(
+            &reloadable,
+            client.clone(),
+            settings.http.clone(),
+            routes.clone(),
+            metrics.clone(),
+        );
         settings.ledger.recipient_hash_key()?;
         let ledger = Ledger::connect(&settings.ledger).await?;
 
@@ -89,6 +104,10 @@ impl Herald {
             routes,
             metrics: metrics.clone(),
         };
+        tokio::spawn(reloader.run(
+            shutdown.clone(),
+            daemon.settings.reload.secret_poll_interval(),
+        ));
         let task = tokio::spawn(daemon.run(admin, shutdown));
         Ok(Herald {
             admin_addr,

@@ -40,11 +40,7 @@ impl ChannelOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             ChannelOutcome::Delivered(_) => "delivered",
-            ChannelOutcome::Failed(error)
-                if error.code.as_deref() == Some(crate::retry::DEFERRED) =>
-            {
-                "deferred"
-            }
+            ChannelOutcome::Failed(error) if crate::retry::is_deferral(error) => "deferred",
             ChannelOutcome::Failed(error) => error.class.as_str(),
             ChannelOutcome::Expired => "expired",
             ChannelOutcome::NotConfigured => "not_configured",
@@ -128,19 +124,27 @@ async fn send_channel(
         return finish(metrics, channel, None, 0, ChannelOutcome::NotConfigured);
     };
 
-    let provider = route.provider_name.to_string();
-    let span = info_span!("send", channel, provider = %provider, recipient = %notification.masked_recipient());
+    // The claim names the preferred provider. Each recorded call then stores the provider
+    // that made it, so the ledger ends with the one actually used.
+    let preferred = route.preferred().provider_name.to_string();
+    let span = info_span!("send", channel, provider = %preferred, recipient = %notification.masked_recipient());
     let claim = ledger
-        .claim(&job.id, &provider, Recipient::from(notification))
+        .claim(&job.id, &preferred, Recipient::from(notification))
         .instrument(span.clone())
         .await;
-    let token = match claimed(claim, &span, metrics, channel, &provider) {
+    let token = match claimed(claim, &span, metrics, channel, &preferred) {
         Ok(token) => token,
-        Err(outcome) => return finish(metrics, channel, Some(provider), 0, outcome),
+        Err(outcome) => return finish(metrics, channel, Some(preferred), 0, outcome),
     };
     if expired {
         info!(parent: &span, "job expired before sending; channel not sent");
-        let report = finish(metrics, channel, Some(provider), 0, ChannelOutcome::Expired);
+        let report = finish(
+            metrics,
+            channel,
+            Some(preferred),
+            0,
+            ChannelOutcome::Expired,
+        );
         return report.with_claim(token);
     }
 
@@ -148,6 +152,8 @@ async fn send_channel(
         .instrument(span.clone())
         .await;
 
+    let provider = outcome.provider.as_deref().unwrap_or(&preferred).to_owned();
+    span.record("provider", provider.as_str());
     // Entered only now: a guard held across an await would lend this span to whatever
     // else the thread polls meanwhile.
     let _entered = span.enter();

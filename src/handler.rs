@@ -27,7 +27,7 @@ use crate::job::{self, ChannelKind, Job, JobError, JobId};
 use crate::ledger::{LastError, Ledger, LedgerError, Outcome};
 use crate::metrics::Metrics;
 use crate::redelivery::{FollowUp, RedeliveryPolicy, single_channel_body};
-use crate::retry::{DEFERRED, RetryPolicy};
+use crate::retry::{RetryPolicy, is_deferral};
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
 
@@ -432,7 +432,7 @@ fn failure_headers(
 /// Returns the `reason` label of a delayed retry.
 fn retry_reason(outcome: &ChannelOutcome) -> &'static str {
     match outcome {
-        ChannelOutcome::Failed(error) if error.code.as_deref() == Some(DEFERRED) => "deferred",
+        ChannelOutcome::Failed(error) if is_deferral(error) => "deferred",
         ChannelOutcome::Failed(error) => error.class.as_str(),
         _ => "transient",
     }

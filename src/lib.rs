@@ -11,7 +11,8 @@
 //! - [`handler`]: one delivery from parse to acknowledgement or dead-lettering.
 //! - [`job`]: the job format producers publish, parsed and validated.
 //! - [`fanout`]: a job's channels sent concurrently, each failure kept to its channel.
-//! - [`routes`]: which provider sends each channel.
+//! - [`routes`]: the providers of each channel, their circuit breakers and the choice of
+//!   provider for each attempt.
 //! - [`ledger`]: the PostgreSQL record of each (job, channel), claimed before sending so a
 //!   redelivered job never sends a channel twice.
 //! - [`retry`]: attempts within one delivery, with backoff and `Retry-After` hints.
@@ -21,6 +22,7 @@
 //! Around it:
 //!
 //! - [`config`]: layered configuration and its validation.
+//! - [`reload`]: provider credentials reread on SIGHUP or when a secret file changes.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP server.
 //! - [`shutdown`]: the signal every long-lived task watches.
 //! - [`telemetry`]: logging setup.
@@ -44,6 +46,7 @@ pub mod pool;
 pub mod providers;
 pub mod publish;
 pub mod redelivery;
+pub mod reload;
 pub mod retry;
 pub mod routes;
 pub mod sandbox;

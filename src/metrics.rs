@@ -11,6 +11,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use prometheus::core::Collector;
+
+use crate::routes::CircuitState;
+
 /// Buckets for provider request latency, in seconds: 5 ms to about 20 s.
 const REQUEST_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
@@ -56,6 +60,14 @@ const DELAYED_RETRY_REASONS: [&str; 3] = ["transient", "rate_limited", "deferred
 /// are dead-lettered with channel `none` and a poison reason or `handler_panic`.
 const CHANNEL_DEAD_LETTER_REASONS: [&str; 3] = ["permanent", "credentials", "exhausted"];
 
+/// Breaker state changes that `herald_provider_circuit_transitions_total` starts at zero.
+const CIRCUIT_TRANSITIONS: [(CircuitState, CircuitState); 4] = [
+    (CircuitState::Closed, CircuitState::Open),
+    (CircuitState::Open, CircuitState::HalfOpen),
+    (CircuitState::HalfOpen, CircuitState::Closed),
+    (CircuitState::HalfOpen, CircuitState::Open),
+];
+
 /// Herald's metrics, registered in their own registry.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +83,10 @@ pub struct Metrics {
     possible_duplicates: IntCounterVec,
     rate_limit_wait: HistogramVec,
     provider_in_flight: IntGaugeVec,
+    circuit_state: IntGaugeVec,
+    circuit_transitions: IntCounterVec,
+    failovers: IntCounterVec,
+    credential_reloads: IntCounterVec,
     jobs_in_flight: IntGauge,
     broker_connected: IntGauge,
     consuming: IntGauge,
@@ -143,6 +159,26 @@ impl Metrics {
                 "Provider requests under way, by provider.",
                 &["provider"],
             ),
+            circuit_state: gauge_vec(
+                "herald_provider_circuit_state",
+                "State of each provider's circuit breaker: 0 closed, 1 half-open, 2 open.",
+                &["provider"],
+            ),
+            circuit_transitions: counter_vec(
+                "herald_provider_circuit_transitions_total",
+                "Changes of a provider's circuit breaker state, by provider and the states it moved from and to.",
+                &["provider", "from", "to"],
+            ),
+            failovers: counter_vec(
+                "herald_failovers_total",
+                "Attempts sent through a later provider of the channel because an earlier one's breaker was open, by channel, the skipped provider (from) and the one used (to).",
+                &["channel", "from", "to"],
+            ),
+            credential_reloads: counter_vec(
+                "herald_credential_reloads_total",
+                "Rebuilds of a provider's adapter with reread secrets, by provider and result: ok, or failed (the old adapter stays).",
+                &["provider", "result"],
+            ),
             jobs_in_flight: gauge(
                 "herald_jobs_in_flight",
                 "Jobs taken from the queue and not yet settled.",
@@ -207,9 +243,44 @@ impl Metrics {
         self.provider_in_flight.with_label_values(&[provider]);
     }
 
+    /// Creates the breaker series of `provider`, with the state gauge at closed.
+    pub fn init_circuit(&self, provider: &str) {
+        self.circuit_state
+            .with_label_values(&[provider])
+            .set(CircuitState::Closed.gauge_value());
+        for (from, to) in CIRCUIT_TRANSITIONS {
+            self.circuit_transitions
+                .with_label_values(&[provider, from.as_str(), to.as_str()]);
+        }
+    }
+
+    /// Creates the credential reload series of `provider`.
+    pub fn init_credential_reloads(&self, provider: &str) {
+        for result in ["ok", "failed"] {
+            self.credential_reloads
+                .with_label_values(&[provider, result]);
+        }
+    }
+
+    /// Counts a rebuild of `provider`'s adapter; `result` is `ok` or `failed`.
+    pub fn credential_reload(&self, provider: &str, result: &str) {
+        self.credential_reloads
+            .with_label_values(&[provider, result])
+            .inc();
+    }
+
+    /// Creates the failover series of `channel` from provider `from` to provider `to`.
+    pub fn init_failover(&self, channel: &str, from: &str, to: &str) {
+        self.failovers.with_label_values(&[channel, from, to]);
+    }
+
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.webhook_endpoints_disabled.clone()),
+            Box::new(self.credential_reloads.clone()),
+            Box::new(self.circuit_state.clone()),
+            Box::new(self.circuit_transitions.clone()),
+            Box::new(self.failovers.clone()),
             Box::new(self.ledger_available.clone()),
             Box::new(self.possible_duplicates.clone()),
             Box::new(self.delayed_retries.clone()),
@@ -312,6 +383,38 @@ impl Metrics {
     /// Returns the in-flight gauge of `provider`, for [`crate::limits`] to raise and lower.
     pub fn provider_in_flight(&self, provider: &str) -> IntGauge {
         self.provider_in_flight.with_label_values(&[provider])
+    }
+
+    /// Counts a change of `provider`'s breaker state.
+    pub fn circuit_transition(&self, provider: &str, from: CircuitState, to: CircuitState) {
+        self.circuit_transitions
+            .with_label_values(&[provider, from.as_str(), to.as_str()])
+            .inc();
+    }
+
+    pub fn set_circuit_state(&self, provider: &str, state: CircuitState) {
+        self.circuit_state
+            .with_label_values(&[provider])
+            .set(state.gauge_value());
+    }
+
+    pub fn failover(&self, channel: &str, from: &str, to: &str) {
+        self.failovers.with_label_values(&[channel, from, to]).inc();
+    }
+
+    /// Returns the breaker state of every provider, ordered by provider name.
+    pub fn circuit_states(&self) -> Vec<(String, CircuitState)> {
+        let mut states: Vec<(String, CircuitState)> = Collector::collect(&self.circuit_state)
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter_map(|metric| {
+                let provider = metric.get_label().first()?.value().to_owned();
+                let value = metric.get_gauge().get_value() as i64;
+                Some((provider, CircuitState::from_gauge_value(value)?))
+            })
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
     }
 
     pub fn set_broker_connected(&self, connected: bool) {

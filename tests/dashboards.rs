@@ -252,6 +252,18 @@ fn settings(names: &Names) -> Settings {
         ),
         ("HERALD__PROVIDERS__SENDGRID__BASE_URL", NO_PROVIDER),
         ("HERALD__PROVIDERS__SENDGRID__API_KEY", "SG.test-key"),
+        // A second email provider, so the failover series exist.
+        ("HERALD__PROVIDERS__BACKUP__KIND", "sendgrid"),
+        ("HERALD__PROVIDERS__BACKUP__BASE_URL", NO_PROVIDER),
+        ("HERALD__PROVIDERS__BACKUP__API_KEY", "SG.backup-key"),
+        (
+            "HERALD__PROVIDERS__BACKUP__FROM_EMAIL",
+            "backup@example.com",
+        ),
+        ("HERALD__PROVIDERS__BACKUP__MAX_IN_FLIGHT", "4"),
+        ("HERALD__PROVIDERS__BACKUP__RATE_LIMIT__PER_SECOND", "5"),
+        ("HERALD__PROVIDERS__BACKUP__RATE_LIMIT__BURST", "5"),
+        ("HERALD__CHANNELS__EMAIL", "sendgrid,backup"),
         ("HERALD__PROVIDERS__TWILIO__BASE_URL", NO_PROVIDER),
         (
             "HERALD__PROVIDERS__TWILIO__ACCOUNT_SID",

@@ -5,9 +5,11 @@
 //! [`Settings`], which is validated as a whole before any task starts, so a bad value stops
 //! Herald at start with a message naming the key.
 
+mod breaker;
 mod ledger;
 mod mailgun;
 mod providers;
+mod reload;
 mod secret;
 mod sections;
 mod smtp;
@@ -20,9 +22,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use breaker::{CircuitBreakerConfig, CircuitBreakerOverride};
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use mailgun::MailgunConfig;
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
+pub use reload::ReloadConfig;
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
@@ -53,6 +57,8 @@ pub struct Settings {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub channels: ChannelsConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
+    pub reload: ReloadConfig,
     pub ledger: LedgerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -89,6 +95,8 @@ struct RawSettings {
     log: LogConfig,
     shutdown: ShutdownConfig,
     channels: ChannelsConfig,
+    circuit_breaker: CircuitBreakerConfig,
+    reload: ReloadConfig,
     ledger: LedgerConfig,
     #[serde(default)]
     providers: BTreeMap<String, config::Value>,
@@ -145,6 +153,8 @@ impl Settings {
             log: raw.log,
             shutdown: raw.shutdown,
             channels: raw.channels,
+            circuit_breaker: raw.circuit_breaker,
+            reload: raw.reload,
             ledger: raw.ledger,
             providers,
         })
@@ -161,11 +171,24 @@ impl Settings {
         self.shutdown.validate()?;
         self.ledger
             .validate(&self.http, &self.retry, &self.limits)?;
+        self.circuit_breaker.validate("circuit_breaker")?;
         for kind in ChannelKind::ALL {
-            let Some(name) = self.channels.provider_for(kind)? else {
-                continue;
-            };
-            let key = format!("channels.{kind}");
+            self.validate_channel(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `kind`'s providers are configured, distinct and able to send `kind`.
+    fn validate_channel(&self, kind: ChannelKind) -> Result<(), ConfigError> {
+        let key = format!("channels.{kind}");
+        let names = self.channels.providers(kind);
+        for (index, name) in names.iter().enumerate() {
+            if names[..index].contains(name) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!("names provider `{name}` more than once"),
+                ));
+            }
             let provider = self.providers.get(name).ok_or_else(|| {
                 ConfigError::invalid(
                     &key,
@@ -183,6 +206,9 @@ impl Settings {
                 ));
             }
             provider.validate(&format!("providers.{name}"))?;
+            self.circuit_breaker
+                .with_override(provider.circuit_breaker_override())
+                .validate(&format!("providers.{name}.circuit_breaker"))?;
         }
         Ok(())
     }
@@ -191,9 +217,10 @@ impl Settings {
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
         self.ledger.recipient_hash_key()?;
         for kind in ChannelKind::ALL {
-            let name = self.channels.provider_for(kind)?;
-            if let Some((name, provider)) = name.and_then(|n| self.providers.get_key_value(n)) {
-                provider.check_secrets(&format!("providers.{name}"))?;
+            for name in self.channels.providers(kind) {
+                if let Some(provider) = self.providers.get(name) {
+                    provider.check_secrets(&format!("providers.{name}"))?;
+                }
             }
         }
         Ok(())

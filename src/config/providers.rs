@@ -1,13 +1,14 @@
 //! Provider sections: `[providers.NAME]` with a `kind` that selects the adapter.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::breaker::CircuitBreakerOverride;
 use super::mailgun::MailgunConfig;
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
@@ -142,6 +143,19 @@ impl ProviderConfig {
         }
     }
 
+    pub fn circuit_breaker_override(&self) -> &CircuitBreakerOverride {
+        match self {
+            ProviderConfig::Sendgrid(config) => &config.circuit_breaker,
+            ProviderConfig::Twilio(config) => &config.circuit_breaker,
+            ProviderConfig::Fcm(config) => &config.circuit_breaker,
+            ProviderConfig::Smtp(config) => &config.circuit_breaker,
+            ProviderConfig::Webhook(config) => &config.circuit_breaker,
+            ProviderConfig::Mailgun(config) => &config.circuit_breaker,
+            ProviderConfig::Ses(config) => &config.circuit_breaker,
+            ProviderConfig::Vonage(config) => &config.circuit_breaker,
+        }
+    }
+
     pub fn max_in_flight(&self) -> usize {
         match self {
             ProviderConfig::Sendgrid(config) => config.max_in_flight,
@@ -168,6 +182,36 @@ impl ProviderConfig {
             ProviderConfig::Ses(config) => config.credentials(key).map(drop),
             ProviderConfig::Vonage(config) => config.api_secret(key).map(drop),
         }
+    }
+
+    /// Returns the files the section's secrets are read from, for reloading them when their
+    /// content changes. Empty when every secret is inline.
+    pub fn secret_files(&self) -> Vec<&Path> {
+        let files: Vec<Option<&Path>> = match self {
+            ProviderConfig::Sendgrid(config) => vec![config.api_key_file.as_deref()],
+            ProviderConfig::Twilio(config) => vec![config.auth_token_file.as_deref()],
+            ProviderConfig::Fcm(config) => vec![config.service_account_file.as_deref()],
+            ProviderConfig::Smtp(config) => vec![config.password_file.as_deref()],
+            ProviderConfig::Webhook(config) => std::iter::once(config.signing_secrets_file.as_deref())
+                .chain(
+                    config
+                        .endpoints
+                        .values()
+                        .map(|endpoint| endpoint.signing_secrets_file.as_deref()),
+                )
+                .collect(),
+            ProviderConfig::Mailgun(config) => vec![config.api_key_file.as_deref()],
+            ProviderConfig::Ses(config) => vec![
+                config.secret_access_key_file.as_deref(),
+                config.session_token_file.as_deref(),
+            ],
+            ProviderConfig::Vonage(config) => vec![config.api_secret_file.as_deref()],
+        };
+        files
+            .into_iter()
+            .flatten()
+            .filter(|path| !path.as_os_str().is_empty())
+            .collect()
     }
 
     /// Returns the HTTP API's base URL. SES derives it from the region when unset. SMTP has
@@ -246,6 +290,9 @@ pub struct SendgridConfig {
     pub from_name: String,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl SendgridConfig {
@@ -282,6 +329,9 @@ pub struct TwilioConfig {
     pub messaging_service_sid: String,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl TwilioConfig {
@@ -337,6 +387,9 @@ pub struct FcmConfig {
     pub token_refresh_margin_secs: u64,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl FcmConfig {

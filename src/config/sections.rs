@@ -315,27 +315,13 @@ pub struct ChannelsConfig {
 }
 
 impl ChannelsConfig {
+    /// Returns the providers of `kind` in order of preference. Empty when the channel is off.
     pub fn providers(&self, kind: ChannelKind) -> &[String] {
         match kind {
             ChannelKind::Email => &self.email,
             ChannelKind::Sms => &self.sms,
             ChannelKind::Push => &self.push,
             ChannelKind::Webhook => &self.webhook,
-        }
-    }
-
-    /// Returns the one provider that serves `kind`, or `None` when the channel is off.
-    pub fn provider_for(&self, kind: ChannelKind) -> Result<Option<&str>, ConfigError> {
-        match self.providers(kind) {
-            [] => Ok(None),
-            [name] => Ok(Some(name.as_str())),
-            names => Err(ConfigError::invalid(
-                format!("channels.{kind}"),
-                format!(
-                    "lists {} providers; this version sends each channel through exactly one",
-                    names.len()
-                ),
-            )),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
 use super::providers::{RateLimitConfig, required};
 use super::secret::{self, Secret, redact_option};
@@ -40,6 +41,9 @@ pub struct SesConfig {
     pub configuration_set: String,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 /// The credentials one request is signed with.

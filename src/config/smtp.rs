@@ -7,6 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
 use super::providers::{RateLimitConfig, required};
 use super::secret::{self, Secret, redact_option};
@@ -73,6 +74,9 @@ pub struct SmtpConfig {
     pub pool_idle_timeout_secs: u64,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 impl SmtpConfig {

@@ -116,6 +116,86 @@ fn channel_must_name_provider_of_its_kind() {
     );
 }
 
+/// Settings of a second SendGrid account named `backup`.
+const BACKUP_SENDGRID: [(&str, &str); 6] = [
+    ("HERALD__PROVIDERS__BACKUP__KIND", "sendgrid"),
+    (
+        "HERALD__PROVIDERS__BACKUP__BASE_URL",
+        "https://api.sendgrid.com",
+    ),
+    (
+        "HERALD__PROVIDERS__BACKUP__FROM_EMAIL",
+        "backup@example.com",
+    ),
+    ("HERALD__PROVIDERS__BACKUP__MAX_IN_FLIGHT", "4"),
+    ("HERALD__PROVIDERS__BACKUP__RATE_LIMIT__PER_SECOND", "5"),
+    ("HERALD__PROVIDERS__BACKUP__RATE_LIMIT__BURST", "5"),
+];
+
+#[test]
+fn channel_lists_providers_in_order() {
+    let mut env = BACKUP_SENDGRID.to_vec();
+    env.push(("HERALD__CHANNELS__EMAIL", "sendgrid, backup"));
+    let settings = load(&env).unwrap();
+    assert_eq!(settings.channels.email, ["sendgrid", "backup"]);
+}
+
+#[test]
+fn later_provider_must_be_of_channel_kind() {
+    let mut env = BACKUP_SENDGRID.to_vec();
+    env.push(("HERALD__CHANNELS__SMS", "twilio,backup"));
+    env.push(("HERALD__PROVIDERS__TWILIO__FROM", "+15555550100"));
+    assert_eq!(invalid_key(load(&env)), "channels.sms");
+}
+
+#[test]
+fn provider_listed_twice_is_rejected() {
+    let env = [("HERALD__CHANNELS__EMAIL", "sendgrid,sendgrid")];
+    assert_eq!(invalid_key(load(&env)), "channels.email");
+}
+
+#[test]
+fn circuit_breaker_threshold_must_be_positive() {
+    let env = [("HERALD__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "0")];
+    assert_eq!(invalid_key(load(&env)), "circuit_breaker.failure_threshold");
+}
+
+#[test]
+fn provider_overrides_circuit_breaker_keys() {
+    let settings = load(&[(
+        "HERALD__PROVIDERS__SENDGRID__CIRCUIT_BREAKER__COOL_DOWN_SECS",
+        "90",
+    )])
+    .unwrap();
+    let sendgrid = settings
+        .circuit_breaker
+        .with_override(settings.providers["sendgrid"].circuit_breaker_override());
+    assert_eq!(sendgrid.cool_down_secs, 90);
+    assert_eq!(
+        sendgrid.failure_threshold,
+        settings.circuit_breaker.failure_threshold
+    );
+    let twilio = settings
+        .circuit_breaker
+        .with_override(settings.providers["twilio"].circuit_breaker_override());
+    assert_eq!(
+        twilio.cool_down_secs,
+        settings.circuit_breaker.cool_down_secs
+    );
+}
+
+#[test]
+fn provider_circuit_breaker_override_is_checked() {
+    let env = [(
+        "HERALD__PROVIDERS__SENDGRID__CIRCUIT_BREAKER__WINDOW_SECS",
+        "0",
+    )];
+    assert_eq!(
+        invalid_key(load(&env)),
+        "providers.sendgrid.circuit_breaker.window_secs"
+    );
+}
+
 #[test]
 fn unknown_provider_kind_is_rejected() {
     let key = invalid_key(load(&[("HERALD__PROVIDERS__PIGEON__KIND", "pigeon")]));
@@ -222,8 +302,8 @@ const SMTP_ON: [(&str, &str); 2] = [
 fn smtp_provider_validates() {
     let settings = load(&SMTP_ON).unwrap();
     assert_eq!(
-        settings.channels.provider_for(ChannelKind::Email).unwrap(),
-        Some("smtp")
+        settings.channels.providers(ChannelKind::Email),
+        ["smtp"]
     );
     let smtp = smtp_of(&settings);
     assert_eq!(smtp.host, "smtp.example.com");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
 use super::providers::{RateLimitConfig, required};
 use super::secret::{self, Secret, redact_option};
@@ -28,6 +29,9 @@ pub struct VonageConfig {
     pub from: String,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 fn default_base_url() -> String {

@@ -9,6 +9,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
 use super::providers::RateLimitConfig;
 use super::secret::{self, REDACTED, Secret, redact_option};
@@ -48,6 +49,9 @@ pub struct WebhookConfig {
     pub request_timeout_ms: u64,
     pub max_in_flight: usize,
     pub rate_limit: RateLimitConfig,
+    /// Keys that replace `[circuit_breaker]` for this provider.
+    #[serde(default, skip_serializing_if = "CircuitBreakerOverride::is_empty")]
+    pub circuit_breaker: CircuitBreakerOverride,
 }
 
 /// One configured endpoint.

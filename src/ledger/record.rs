@@ -14,11 +14,12 @@ use crate::providers::SendError;
 const MAX_ERROR_MESSAGE_CHARS: usize = 1000;
 
 /// Counts the call on the delivery row and appends it with the new count as its number, in
-/// one statement, so two recorders never get the same number.
+/// one statement, so two recorders never get the same number. The row takes the call's
+/// provider, so after a failover it names the provider that sent last.
 const RECORD_ATTEMPT_SQL: &str = "
 WITH counted AS (
     UPDATE deliveries
-    SET attempts = attempts + 1, updated_at = now()
+    SET attempts = attempts + 1, provider = $3, updated_at = now()
     WHERE job_id = $1 AND channel = $2
     RETURNING attempts
 )

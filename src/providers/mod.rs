@@ -55,6 +55,12 @@ pub trait Provider: Send + Sync + 'static {
     /// Drops cached credentials, so the next attempt fetches or reloads them. Called after a
     /// reply classified as [`ErrorClass::Credentials`].
     fn invalidate_credentials(&self) {}
+
+    /// Whether this adapter can send `notification`.
+    fn supports(&self, notification: &Notification) -> bool {
+        let _ = notification;
+        true
+    }
 }
 
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.

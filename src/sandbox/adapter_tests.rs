@@ -61,6 +61,7 @@ fn mailgun(base: &str) -> Arc<dyn Provider> {
         test_mode: false,
         max_in_flight: 4,
         rate_limit: rate_limit(),
+        circuit_breaker: Default::default(),
     };
     let sender =
         crate::providers::mailgun::MailgunSender::new("providers.mailgun", &config, client());
@@ -81,6 +82,7 @@ fn ses(base: &str) -> Arc<dyn Provider> {
         configuration_set: String::new(),
         max_in_flight: 4,
         rate_limit: rate_limit(),
+        circuit_breaker: Default::default(),
     };
     Arc::new(crate::providers::ses::SesSender::new("providers.ses", &config, client()).unwrap())
 }
@@ -94,6 +96,7 @@ fn vonage(base: &str) -> Arc<dyn Provider> {
         from: "Herald".to_owned(),
         max_in_flight: 4,
         rate_limit: rate_limit(),
+        circuit_breaker: Default::default(),
     };
     let sender = crate::providers::vonage::VonageSender::new("providers.vonage", &config, client());
     Arc::new(sender.unwrap())
