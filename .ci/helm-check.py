@@ -192,6 +192,9 @@ def documented_kind_keys() -> set[str]:
     for block in re.findall(r"```toml\n(.*?)```", CONFIG_DOC.read_text(), re.S):
         table = tomllib.loads(re.sub(r"^# (\w+ = )", r"\1", block, flags=re.M))
         for provider in table.get("providers", {}).values():
+            # Sections without a kind extend a built-in provider, whose keys default.toml lists.
+            if "kind" not in provider:
+                continue
             keys |= {f"providers.{provider['kind']}.{key}" for key in flatten_keys(provider)}
     return keys
 
