@@ -9,8 +9,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::job::{ChannelRequest, Job, Notification};
 use crate::ledger::{AttemptRecord, Claim, DeliveryState, Ledger, LedgerError, Outcome, Recipient};
 use crate::metrics::Metrics;
-use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
-use crate::retry::{RetryPolicy, send_with_retries};
+use crate::providers::{self, Delivered, ErrorClass, SendError, SendRequest};
+use crate::retry::{AttemptsOutcome, RetryPolicy, send_with_retries};
 use crate::routes::Routes;
 
 /// The final outcome of one channel of a job.
@@ -144,9 +144,13 @@ async fn send_channel(
         return report.with_claim(token);
     }
 
-    let outcome = send_with_retries(route, policy, request_for(job, notification), metrics)
-        .instrument(span.clone())
-        .await;
+    let outcome = if route.provider.supports(notification) {
+        send_with_retries(route, policy, request_for(job, notification), metrics)
+            .instrument(span.clone())
+            .await
+    } else {
+        unsupported(notification, &provider)
+    };
 
     // Entered only now: a guard held across an await would lend this span to whatever
     // else the thread polls meanwhile.
@@ -180,6 +184,26 @@ async fn send_channel(
         .instrument(span)
         .await;
     report
+}
+
+/// Returns the outcome of a channel whose provider cannot send this notification, such as
+/// an APNs token routed to FCM. Nothing is sent, and retrying cannot help.
+fn unsupported(notification: &Notification, provider: &str) -> AttemptsOutcome {
+    let error = match notification {
+        Notification::Push(push) => {
+            providers::unsupported_platform(provider, push.target.platform())
+        }
+        other => SendError::permanent(format!(
+            "provider `{provider}` cannot send {}",
+            other.kind()
+        ))
+        .with_code(providers::UNSUPPORTED_PLATFORM),
+    };
+    AttemptsOutcome {
+        result: Err(error),
+        attempts: 0,
+        calls: Vec::new(),
+    }
 }
 
 /// Records a delivered channel in the ledger at once, so a crash before the job settles

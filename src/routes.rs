@@ -49,7 +49,7 @@ impl Routes {
                 metrics.clone(),
             );
             let route = Route {
-                provider: providers::build(name, config, client)?,
+                provider: providers::build(name, config, client, &settings.http)?,
                 provider_name,
                 limits,
             };

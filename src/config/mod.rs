@@ -7,6 +7,7 @@
 
 mod ledger;
 mod providers;
+mod push;
 mod secret;
 mod sections;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
+pub use push::{APNS_TOKEN_REFRESH_RANGE, ApnsConfig, WebpushConfig};
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,

@@ -7,6 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::push::{ApnsConfig, WebpushConfig};
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
 use crate::job::ChannelKind;
@@ -18,6 +19,8 @@ pub enum ProviderConfig {
     Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
     Fcm(FcmConfig),
+    Apns(ApnsConfig),
+    Webpush(WebpushConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -57,9 +60,19 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Fcm)
                 .map_err(typed),
+            "apns" => value
+                .try_deserialize()
+                .map(ProviderConfig::Apns)
+                .map_err(typed),
+            "webpush" => value
+                .try_deserialize()
+                .map(ProviderConfig::Webpush)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
-                format!("unknown provider kind `{other}`; expected sendgrid, twilio or fcm"),
+                format!(
+                    "unknown provider kind `{other}`; expected sendgrid, twilio, fcm, apns or webpush"
+                ),
             )),
         }
     }
@@ -69,6 +82,8 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(_) => "sendgrid",
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Fcm(_) => "fcm",
+            ProviderConfig::Apns(_) => "apns",
+            ProviderConfig::Webpush(_) => "webpush",
         }
     }
 
@@ -77,7 +92,9 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(_) => ChannelKind::Email,
             ProviderConfig::Twilio(_) => ChannelKind::Sms,
-            ProviderConfig::Fcm(_) => ChannelKind::Push,
+            ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) | ProviderConfig::Webpush(_) => {
+                ChannelKind::Push
+            }
         }
     }
 
@@ -86,6 +103,8 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.rate_limit,
             ProviderConfig::Twilio(config) => config.rate_limit,
             ProviderConfig::Fcm(config) => config.rate_limit,
+            ProviderConfig::Apns(config) => config.rate_limit,
+            ProviderConfig::Webpush(config) => config.rate_limit,
         }
     }
 
@@ -94,6 +113,8 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.max_in_flight,
             ProviderConfig::Twilio(config) => config.max_in_flight,
             ProviderConfig::Fcm(config) => config.max_in_flight,
+            ProviderConfig::Apns(config) => config.max_in_flight,
+            ProviderConfig::Webpush(config) => config.max_in_flight,
         }
     }
 
@@ -104,14 +125,19 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(config) => config.api_key(key).map(drop),
             ProviderConfig::Twilio(config) => config.check_account(key),
             ProviderConfig::Fcm(config) => config.service_account(key).map(drop),
+            ProviderConfig::Apns(config) => config.private_key(key).map(drop),
+            ProviderConfig::Webpush(config) => config.vapid_private_key(key).map(drop),
         }
     }
 
-    fn base_url(&self) -> &str {
+    /// Returns the API's base URL. Web Push has none: each subscription names its endpoint.
+    fn base_url(&self) -> Option<&str> {
         match self {
-            ProviderConfig::Sendgrid(config) => &config.base_url,
-            ProviderConfig::Twilio(config) => &config.base_url,
-            ProviderConfig::Fcm(config) => &config.base_url,
+            ProviderConfig::Sendgrid(config) => Some(&config.base_url),
+            ProviderConfig::Twilio(config) => Some(&config.base_url),
+            ProviderConfig::Fcm(config) => Some(&config.base_url),
+            ProviderConfig::Apns(config) => Some(&config.base_url),
+            ProviderConfig::Webpush(_) => None,
         }
     }
 
@@ -124,11 +150,15 @@ impl ProviderConfig {
         )?;
         positive(&format!("{key}.rate_limit.burst"), rate_limit.burst.into())?;
         positive(&format!("{key}.max_in_flight"), self.max_in_flight() as u64)?;
-        check_url(&format!("{key}.base_url"), self.base_url())?;
+        if let Some(base_url) = self.base_url() {
+            check_url(&format!("{key}.base_url"), base_url)?;
+        }
         match self {
             ProviderConfig::Sendgrid(config) => config.validate(key),
             ProviderConfig::Twilio(config) => config.validate(key),
             ProviderConfig::Fcm(config) => config.validate(key),
+            ProviderConfig::Apns(config) => config.validate(key),
+            ProviderConfig::Webpush(config) => config.validate(key),
         }
     }
 }
@@ -147,7 +177,7 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn required(key: String, value: &str) -> Result<(), ConfigError> {
+pub(super) fn required(key: String, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(key, "is required"));
     }

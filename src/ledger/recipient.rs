@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
-use crate::job::{ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber};
+use crate::job::{ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber, PushTarget};
 
 /// Hex digits of the recipient hash that `herald status` prints.
 const HASH_PREFIX_LEN: usize = 12;
@@ -15,7 +15,7 @@ const HASH_PREFIX_LEN: usize = 12;
 pub enum Recipient<'a> {
     Email(&'a EmailAddress),
     Sms(&'a PhoneNumber),
-    Push(&'a DeviceToken),
+    Push(&'a PushTarget),
 }
 
 impl<'a> From<&'a Notification> for Recipient<'a> {
@@ -23,7 +23,7 @@ impl<'a> From<&'a Notification> for Recipient<'a> {
         match notification {
             Notification::Email(message) => Recipient::Email(&message.to),
             Notification::Sms(message) => Recipient::Sms(&message.to),
-            Notification::Push(message) => Recipient::Push(&message.token),
+            Notification::Push(message) => Recipient::Push(&message.target),
         }
     }
 }
@@ -41,7 +41,7 @@ impl<'a> Recipient<'a> {
         match self {
             Recipient::Email(address) => address.expose(),
             Recipient::Sms(number) => number.expose(),
-            Recipient::Push(token) => token.expose(),
+            Recipient::Push(target) => target.expose(),
         }
     }
 }

@@ -5,11 +5,14 @@
 //! `crate::retry` and `crate::limits`), so that every attempt, retries included, passes
 //! through them.
 
+pub mod apns;
+pub mod dedupe;
 mod error;
 pub mod fcm;
 pub mod http;
 pub mod sendgrid;
 pub mod twilio;
+pub mod webpush;
 
 use std::sync::Arc;
 
@@ -17,8 +20,8 @@ use async_trait::async_trait;
 
 pub use error::{ErrorClass, SendError};
 
-use crate::config::{ConfigError, ProviderConfig};
-use crate::job::{JobId, Notification};
+use crate::config::{ConfigError, HttpConfig, ProviderConfig};
+use crate::job::{JobId, Notification, PushPlatform};
 
 /// The message and job id of one attempt.
 #[derive(Debug, Clone, Copy)]
@@ -48,13 +51,34 @@ pub trait Provider: Send + Sync + 'static {
     /// Drops cached credentials, so the next attempt fetches or reloads them. Called after a
     /// reply classified as [`ErrorClass::Credentials`].
     fn invalidate_credentials(&self) {}
+
+    /// Whether this adapter can send `notification`.
+    fn supports(&self, notification: &Notification) -> bool {
+        let _ = notification;
+        true
+    }
+}
+
+/// Error code of a push whose target platform the channel's provider does not serve.
+pub const UNSUPPORTED_PLATFORM: &str = "unsupported_platform";
+
+/// Returns the permanent failure of a push to `platform` handed to `provider`, which
+/// cannot send to it.
+pub fn unsupported_platform(provider: &str, platform: PushPlatform) -> SendError {
+    SendError::permanent(format!(
+        "{provider} cannot send to push platform `{platform}`; route it to a provider of kind `{platform}`"
+    ))
+    .with_code(UNSUPPORTED_PLATFORM)
 }
 
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
+/// Most adapters share `client`. APNs and Web Push build their own from `http`, because one
+/// needs HTTP/2 only and the other checks the addresses it connects to.
 pub fn build(
     name: &str,
     config: &ProviderConfig,
     client: &reqwest::Client,
+    http: &HttpConfig,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let key = format!("providers.{name}");
     Ok(match config {
@@ -65,5 +89,9 @@ pub fn build(
             Arc::new(twilio::TwilioSender::new(&key, config, client.clone())?)
         }
         ProviderConfig::Fcm(config) => Arc::new(fcm::FcmSender::new(&key, config, client.clone())?),
+        ProviderConfig::Apns(config) => Arc::new(apns::ApnsSender::new(&key, config, http)?),
+        ProviderConfig::Webpush(config) => {
+            Arc::new(webpush::WebPushSender::new(&key, config, http)?)
+        }
     })
 }

@@ -564,7 +564,9 @@ async fn key_file_without_client_email_fails_build() {
     ]);
     let client = herald::providers::http::build_client(&settings.http).unwrap();
 
-    let Err(error) = herald::providers::build("fcm", &settings.providers["fcm"], &client) else {
+    let Err(error) =
+        herald::providers::build("fcm", &settings.providers["fcm"], &client, &settings.http)
+    else {
         panic!("a key file without client_email was accepted");
     };
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald::config::Settings;
 use herald::job::{
     DeviceToken, EmailAddress, EmailMessage, JobId, Notification, PhoneNumber, PushMessage,
-    SmsMessage,
+    PushTarget, SmsMessage,
 };
 use herald::providers::{self, Provider, SendRequest, SendResult};
 
@@ -57,7 +57,8 @@ pub(crate) fn settings(overrides: &[(&str, &str)]) -> Settings {
 /// Builds provider `name` from `settings` with Herald's shared client.
 pub(crate) fn build(settings: &Settings, name: &str) -> Arc<dyn Provider> {
     let client = providers::http::build_client(&settings.http).expect("client builds");
-    providers::build(name, &settings.providers[name], &client).expect("provider builds")
+    providers::build(name, &settings.providers[name], &client, &settings.http)
+        .expect("provider builds")
 }
 
 /// Builds provider `name` from the base settings with `overrides` applied.
@@ -98,14 +99,27 @@ pub(crate) fn push(
     body: Option<&str>,
     data: &[(&str, &str)],
 ) -> Notification {
+    let target = PushTarget::Fcm(DeviceToken::parse("token", token).unwrap());
+    push_to(target, title, body, data)
+}
+
+/// Builds a push to `target` with no TTL and no APNs options.
+pub(crate) fn push_to(
+    target: PushTarget,
+    title: Option<&str>,
+    body: Option<&str>,
+    data: &[(&str, &str)],
+) -> Notification {
     Notification::Push(PushMessage {
-        token: DeviceToken::parse("token", token).unwrap(),
+        target,
         title: title.map(str::to_owned),
         body: body.map(str::to_owned),
         data: data
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect(),
+        ttl_secs: None,
+        apns: Default::default(),
     })
 }
 
