@@ -116,7 +116,12 @@ fn reason(status: u16, reason: &str) -> Reply {
 }
 
 /// Answers one request as APNs would.
-fn respond(request: &Recorded, decoding: &DecodingKey, script: &mut Script, seen: &mut Seen) -> Reply {
+fn respond(
+    request: &Recorded,
+    decoding: &DecodingKey,
+    script: &mut Script,
+    seen: &mut Seen,
+) -> Reply {
     let Some(device) = request.path.strip_prefix("/3/device/") else {
         return reason(404, "BadPath");
     };
@@ -126,7 +131,10 @@ fn respond(request: &Recorded, decoding: &DecodingKey, script: &mut Script, seen
     if request.header("apns-topic") != Some(TOPIC) {
         return reason(400, "MissingTopic");
     }
-    if !matches!(request.header("apns-push-type"), Some("alert" | "background")) {
+    if !matches!(
+        request.header("apns-push-type"),
+        Some("alert" | "background")
+    ) {
         return reason(400, "InvalidPushType");
     }
     if !matches!(request.header("apns-priority"), Some("10" | "5" | "1")) {
@@ -135,7 +143,10 @@ fn respond(request: &Recorded, decoding: &DecodingKey, script: &mut Script, seen
     let Some(apns_id) = request.header("apns-id").filter(|id| is_lowercase_uuid(id)) else {
         return reason(400, "BadMessageId");
     };
-    if request.header("apns-collapse-id").is_some_and(|id| id.len() > 64) {
+    if request
+        .header("apns-collapse-id")
+        .is_some_and(|id| id.len() > 64)
+    {
         return reason(400, "BadCollapseId");
     }
     let Some(token) = request
@@ -164,7 +175,8 @@ fn respond(request: &Recorded, decoding: &DecodingKey, script: &mut Script, seen
         return reason(400, "BadDeviceToken");
     }
     if script.unregistered.contains(device) {
-        return Reply::new(410).json(&json!({"reason": "Unregistered", "timestamp": 1_700_000_000_000u64}));
+        return Reply::new(410)
+            .json(&json!({"reason": "Unregistered", "timestamp": 1_700_000_000_000u64}));
     }
     if let Some((status, body)) = &script.reply {
         return Reply::new(*status).json(body);
@@ -209,7 +221,10 @@ fn is_lowercase_uuid(text: &str) -> bool {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Reads a token's `iat` without verifying it (the mock verified it when it arrived).
@@ -241,7 +256,9 @@ async fn sent_alert_passes_apple_checks() {
     let apns = Apns::start(Script::default()).await;
     let provider = apns.provider(&[]);
 
-    let delivered = helpers::send(provider.as_ref(), &apns_push(DEVICE)).await.unwrap();
+    let delivered = helpers::send(provider.as_ref(), &apns_push(DEVICE))
+        .await
+        .unwrap();
 
     let expected_id = dedupe::message_uuid(&job_id(), ChannelKind::Push).to_string();
     assert_eq!(delivered.status, 200);
@@ -254,7 +271,10 @@ async fn sent_alert_passes_apple_checks() {
     assert_eq!(request.header("apns-push-type"), Some("alert"));
     assert_eq!(request.header("apns-priority"), Some("10"));
     let collapse_key = dedupe::collapse_key(&job_id(), ChannelKind::Push);
-    assert_eq!(request.header("apns-collapse-id"), Some(collapse_key.as_str()));
+    assert_eq!(
+        request.header("apns-collapse-id"),
+        Some(collapse_key.as_str())
+    );
     assert_eq!(request.header("apns-expiration"), None);
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(
@@ -287,9 +307,15 @@ async fn background_push_uses_priority_five() {
     assert_eq!(request.header("apns-priority"), Some("5"));
     let expiration: u64 = request.header("apns-expiration").unwrap().parse().unwrap();
     let expected = unix_now() + 600;
-    assert!(expiration.abs_diff(expected) <= 2, "{expiration} vs {expected}");
+    assert!(
+        expiration.abs_diff(expected) <= 2,
+        "{expiration} vs {expected}"
+    );
     let body: Value = serde_json::from_slice(&request.body).unwrap();
-    assert_eq!(body, json!({"aps": {"content-available": 1}, "order_id": "42"}));
+    assert_eq!(
+        body,
+        json!({"aps": {"content-available": 1}, "order_id": "42"})
+    );
 }
 
 #[tokio::test]
@@ -298,7 +324,9 @@ async fn provider_token_is_reused_across_sends() {
     let provider = apns.provider(&[]);
 
     for _ in 0..5 {
-        helpers::send(provider.as_ref(), &apns_push(DEVICE)).await.unwrap();
+        helpers::send(provider.as_ref(), &apns_push(DEVICE))
+            .await
+            .unwrap();
     }
 
     assert_eq!(apns.server.requests().len(), 5);
@@ -309,7 +337,9 @@ async fn provider_token_is_reused_across_sends() {
 async fn expired_provider_token_is_reminted_once() {
     let apns = Apns::start(Script::default()).await;
     let provider = apns.provider(&[]);
-    helpers::send(provider.as_ref(), &apns_push(DEVICE)).await.unwrap();
+    helpers::send(provider.as_ref(), &apns_push(DEVICE))
+        .await
+        .unwrap();
     let first = apns.seen.lock().unwrap().tokens[0].clone();
     // Apple's clock now holds the cached token for older than an hour.
     apns.expire(&first);
@@ -476,7 +506,9 @@ async fn fcm_target_is_not_sent() {
     let fcm_push = helpers::push("fcm-token", Some("Hi"), None, &[]);
 
     assert!(!provider.supports(&fcm_push));
-    let error = helpers::send(provider.as_ref(), &fcm_push).await.unwrap_err();
+    let error = helpers::send(provider.as_ref(), &fcm_push)
+        .await
+        .unwrap_err();
 
     assert_eq!(error.class, ErrorClass::Permanent);
     assert_eq!(error.code.as_deref(), Some("unsupported_platform"));

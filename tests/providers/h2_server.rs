@@ -69,7 +69,9 @@ pub(crate) struct H2Server {
 
 impl H2Server {
     /// Starts the server on a free port; `handler` answers every request.
-    pub(crate) async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> H2Server {
+    pub(crate) async fn start(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> H2Server {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port on 127.0.0.1");
@@ -82,9 +84,8 @@ impl H2Server {
             while let Ok((stream, _)) = listener.accept().await {
                 let handler = handler.clone();
                 let recorded = recorded.clone();
-                let service = service_fn(move |request| {
-                    answer(request, handler.clone(), recorded.clone())
-                });
+                let service =
+                    service_fn(move |request| answer(request, handler.clone(), recorded.clone()));
                 tokio::spawn(async move {
                     // A connection error ends only that connection; the test sees it as a
                     // failed request.
