@@ -40,7 +40,14 @@ CHART_DASHBOARD = CHART / "files" / "herald-dashboard.json"
 KUBE_VERSIONS = ["1.27", kubernetes_validate.utils.latest_version()]
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 # Config keys whose values are secrets. The chart must never render them into herald.toml.
-INLINE_SECRET_KEYS = {"api_key", "auth_token", "service_account_json", "recipient_hash_key"}
+INLINE_SECRET_KEYS = {
+    "api_key",
+    "auth_token",
+    "service_account_json",
+    "private_key",
+    "vapid_private_key",
+    "recipient_hash_key",
+}
 # Keys that default.toml lists only as comments, because they have no default.
 COMMENTED_KEYS = {
     "providers.sendgrid.api_key",
@@ -49,6 +56,10 @@ COMMENTED_KEYS = {
     "providers.twilio.auth_token_file",
     "providers.fcm.service_account_json",
     "providers.fcm.service_account_file",
+    "providers.apns.private_key",
+    "providers.apns.private_key_file",
+    "providers.webpush.vapid_private_key",
+    "providers.webpush.vapid_private_key_file",
     "ledger.recipient_hash_key",
     "ledger.recipient_hash_key_file",
 }
@@ -68,6 +79,16 @@ MUST_FAIL = [
         "inline provider secret",
         {"config": {"providers": {"sendgrid": {"api_key": "SG.x"}}}},
         "api_key",
+    ),
+    (
+        "inline APNs signing key",
+        {"config": {"providers": {"apns": {"private_key": "-----BEGIN PRIVATE KEY-----"}}}},
+        "private_key",
+    ),
+    (
+        "inline VAPID key",
+        {"config": {"providers": {"webpush": {"vapid_private_key": "x"}}}},
+        "vapid_private_key",
     ),
     ("text where a number belongs", {"config": {"pool": {"workers": "many"}}}, "/config/pool/workers"),
     ("unknown config section", {"config": {"ledgr": {"url": "postgres://x"}}}, "ledgr"),
@@ -205,11 +226,11 @@ def check_config(report: Report, label: str, objects: list[tuple[str, dict]], kn
             report.error(f"{name}: herald.toml does not parse: {error}")
             continue
         keys = flatten_keys(rendered)
-        # Providers other than the three defaults are compared by their kind's keys.
+        # Providers other than those default.toml defines are compared by their kind's keys.
         unknown = set()
         for key in keys:
             parts = key.split(".")
-            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm"):
+            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm", "apns", "webpush"):
                 kind = rendered["providers"][parts[1]].get("kind", "")
                 key = ".".join(["providers", kind] + parts[2:]) if kind else "providers.kind"
             if key not in known:
