@@ -101,10 +101,7 @@ fn schema_accepts_valid_jobs() {
             "/channels/push",
             json!({"platform": "webpush", "subscription": subscription(), "data": {"from": "x"}, "ttl_secs": 60}),
         ),
-        subscription_with(
-            "/keys/auth",
-            json!("BTBZMqHH6r4Tts7J_aSIgg=="),
-        ),
+        subscription_with("/keys/auth", json!("BTBZMqHH6r4Tts7J_aSIgg==")),
         with("/id", json!("A-z.0_9:x")),
         {
             let mut job = base();

@@ -12,6 +12,7 @@ mod isolation;
 mod ledger;
 mod limits;
 mod outage;
+mod platform;
 mod poison;
 mod proxy;
 mod recovery;
