@@ -18,12 +18,40 @@ fn defaults_load() {
     let settings = load(&[]).unwrap();
     assert_eq!(settings.broker.prefetch, 256);
     assert_eq!(settings.pool.workers, 256);
-    assert_eq!(settings.providers.len(), 3);
+    assert_eq!(settings.providers.len(), 5);
+    assert_eq!(settings.providers["apns"].kind(), "apns");
+    assert_eq!(settings.providers["webpush"].kind(), "webpush");
     let sendgrid = &settings.providers["sendgrid"];
     assert_eq!(sendgrid.rate_limit().per_second, 20);
     assert_eq!(sendgrid.rate_limit().burst, 40);
     assert_eq!(settings.providers["twilio"].rate_limit().per_second, 5);
     assert_eq!(settings.providers["fcm"].rate_limit().burst, 200);
+}
+
+#[test]
+fn apns_token_refresh_outside_apple_limits_is_rejected() {
+    for seconds in ["1199", "3601"] {
+        let key = invalid_key(load(&[
+            ("HERALD__CHANNELS__PUSH", "apns"),
+            ("HERALD__PROVIDERS__APNS__TEAM_ID", "TEAM123456"),
+            ("HERALD__PROVIDERS__APNS__KEY_ID", "KEY1234567"),
+            ("HERALD__PROVIDERS__APNS__TOPIC", "com.example.app"),
+            ("HERALD__PROVIDERS__APNS__TOKEN_REFRESH_SECS", seconds),
+        ]));
+        assert_eq!(key, "providers.apns.token_refresh_secs", "{seconds}");
+    }
+}
+
+#[test]
+fn webpush_needs_a_contact_subject() {
+    let key = invalid_key(load(&[("HERALD__CHANNELS__PUSH", "webpush")]));
+    assert_eq!(key, "providers.webpush.subject");
+
+    let key = invalid_key(load(&[
+        ("HERALD__CHANNELS__PUSH", "webpush"),
+        ("HERALD__PROVIDERS__WEBPUSH__SUBJECT", "ops@example.com"),
+    ]));
+    assert_eq!(key, "providers.webpush.subject");
 }
 
 #[test]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use channels::{ChannelKind, EmailMessage, Notification, SmsMessage};
 pub use id::{JobId, MAX_JOB_ID_LEN};
 pub use push::{ApnsOptions, ApnsPushType, PushMessage, PushPlatform, PushTarget};
-pub use recipient::{DeviceToken, EmailAddress, PhoneNumber, PushSubscription};
+pub use recipient::{DeviceToken, EmailAddress, PhoneNumber, PushSubscription, mask_endpoint};
 
 /// Largest job body accepted by default, in bytes.
 pub const DEFAULT_MAX_JOB_BYTES: usize = 256 * 1024;

@@ -52,7 +52,8 @@ impl fmt::Display for PushPlatform {
     }
 }
 
-/// Where a push goes. Each variant is a recipient and prints masked.
+/// The destination of a push: a device token or a browser subscription. Each variant is a
+/// recipient and prints masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushTarget {
     Fcm(DeviceToken),

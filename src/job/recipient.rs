@@ -162,8 +162,8 @@ pub struct PushSubscription {
 
 impl PushSubscription {
     /// Parses a subscription. `field` is the path of the `subscription` object, used to name
-    /// the member at fault. The endpoint must be an absolute `http` or `https` URL; which of
-    /// them an adapter accepts, and which hosts, is the adapter's decision.
+    /// the member at fault. The endpoint must be an absolute `http` or `https` URL. Which
+    /// schemes and hosts are sent to is decided by the adapter.
     pub fn parse(
         field: &str,
         endpoint: &str,
@@ -229,8 +229,14 @@ fn decode_key(field: &str, text: &str, len: usize) -> Result<Vec<u8>, JobError> 
 impl fmt::Display for PushSubscription {
     /// Prints a short hash of the endpoint: `sub:1a2b3c4d`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub:{}", short_hash(self.endpoint.as_str()))
+        f.write_str(&mask_endpoint(self.endpoint.as_str()))
     }
+}
+
+/// Masks a Web Push endpoint URL as [`PushSubscription`] prints it, for places that hold
+/// only the endpoint, such as a stored ledger recipient.
+pub fn mask_endpoint(endpoint: &str) -> String {
+    format!("sub:{}", short_hash(endpoint))
 }
 
 /// Returns the first four bytes of the SHA-256 of `text` in hex.

@@ -5,7 +5,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
-use crate::job::{ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber, PushTarget};
+use crate::job::{
+    ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber, PushTarget, mask_endpoint,
+};
 
 /// Hex digits of the recipient hash that `herald status` prints.
 const HASH_PREFIX_LEN: usize = 12;
@@ -88,6 +90,10 @@ fn mask_stored(channel: &str, text: &str) -> Option<String> {
     match ChannelKind::from_name(channel)? {
         ChannelKind::Email => EmailAddress::parse(field, text).ok().map(|a| a.to_string()),
         ChannelKind::Sms => PhoneNumber::parse(field, text).ok().map(|n| n.to_string()),
+        // A Web Push recipient is stored as its endpoint URL, a device token as itself.
+        ChannelKind::Push if text.starts_with("https://") || text.starts_with("http://") => {
+            Some(mask_endpoint(text))
+        }
         ChannelKind::Push => DeviceToken::parse(field, text).ok().map(|t| t.to_string()),
     }
 }
@@ -121,6 +127,15 @@ mod tests {
     #[test]
     fn stored_phone_is_masked() {
         assert_eq!(display_form("sms", Some("+15555550123"), "ab"), "***23");
+    }
+
+    #[test]
+    fn stored_push_endpoint_is_masked() {
+        let endpoint = "https://push.example.net/send/abc123";
+        let shown = display_form("push", Some(endpoint), "ab");
+        assert!(shown.starts_with("sub:"), "{shown}");
+        assert!(!shown.contains("example"), "{shown}");
+        assert_eq!(shown, mask_endpoint(endpoint));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::job::{ChannelKind, JobId};
 
-/// The UUIDv5 namespace of Herald's message ids. A fixed random value, so ids from other
-/// systems that also use name-based UUIDs cannot collide with Herald's.
+/// The UUIDv5 namespace of Herald's message ids: a fixed random value, so that Herald's ids
+/// differ from name-based UUIDs other systems derive from the same names.
 const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_45a2_93d4_4e0b_a8f7_2b51_c0e3_9d86);
 
 /// Bytes of the SHA-256 digest kept in a collapse key: 24 bytes are 32 base64url

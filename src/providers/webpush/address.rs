@@ -3,8 +3,8 @@
 //! metadata address.
 //!
 //! An endpoint must be `https` and every address it resolves to must be public. Literal IP
-//! hosts are checked before sending; names are checked by a DNS resolver that drops
-//! non-public addresses, so the check holds for the address actually connected to.
+//! hosts are checked before sending. Host names are checked by a DNS resolver that drops
+//! non-public addresses, so the check applies to the address actually connected to.
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -100,7 +100,7 @@ mod tests {
     }
 
     #[test]
-    fn raw_and_pem_keys_give_the_same_public_key() {
+    fn raw_and_pem_keys_match() {
         let key = secret_key();
         let raw = Secret::new(URL_SAFE_NO_PAD.encode(key.to_bytes()));
         let pem = Secret::new(key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string());
