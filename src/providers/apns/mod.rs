@@ -19,6 +19,9 @@ use super::{Delivered, ErrorClass, Provider, SendError, SendRequest, SendResult,
 use crate::config::{ApnsConfig, ConfigError, HttpConfig};
 use crate::job::{ApnsPushType, ChannelKind, Notification, PushMessage, PushPlatform, PushTarget};
 
+/// Largest payload APNs accepts for the alert and background push types, in bytes.
+const MAX_PAYLOAD_BYTES: usize = 4096;
+
 pub struct ApnsSender {
     client: reqwest::Client,
     /// `{base_url}/3/device/`, to which the device token is appended.
@@ -69,6 +72,7 @@ impl Provider for ApnsSender {
             return Err(super::unsupported_platform("APNs", push.target.platform()));
         };
 
+        let payload = encode_payload(push)?;
         let provider_token = self.tokens.current()?;
         let apns_id = dedupe::message_uuid(request.job_id, ChannelKind::Push).to_string();
         let collapse_id = push
@@ -88,7 +92,8 @@ impl Provider for ApnsSender {
             .header("apns-priority", priority(push).to_string())
             .header("apns-collapse-id", collapse_id)
             .header("apns-id", &apns_id)
-            .json(&payload(push));
+            .header("content-type", "application/json")
+            .body(payload);
         if let Some(ttl) = push.ttl_secs {
             builder = builder.header("apns-expiration", expiration(ttl).to_string());
         }
@@ -132,6 +137,19 @@ fn expiration(ttl_secs: u64) -> u64 {
         .unwrap_or_default()
         .as_secs();
     now + ttl_secs
+}
+
+/// Serializes the payload, failing permanently when it exceeds what APNs accepts.
+fn encode_payload(push: &PushMessage) -> Result<Vec<u8>, SendError> {
+    let bytes = payload(push).to_string().into_bytes();
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(SendError::permanent(format!(
+            "the APNs payload is {} bytes, more than the {MAX_PAYLOAD_BYTES} bytes APNs accepts",
+            bytes.len()
+        ))
+        .with_code("payload_too_large"));
+    }
+    Ok(bytes)
 }
 
 /// Builds the JSON payload: the `aps` dictionary, then the job's data as top-level keys.
@@ -273,6 +291,15 @@ mod tests {
             json!({"aps": {"content-available": 1}, "order_id": "42"})
         );
         assert_eq!(priority(&push), 5);
+    }
+
+    #[test]
+    fn oversized_payload_is_rejected_before_sending() {
+        let mut push = push(ApnsPushType::Alert);
+        push.data.insert("blob".to_owned(), "x".repeat(4000));
+        let error = encode_payload(&push).unwrap_err();
+        assert_eq!(error.class, ErrorClass::Permanent);
+        assert_eq!(error.code.as_deref(), Some("payload_too_large"));
     }
 
     #[test]

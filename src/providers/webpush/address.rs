@@ -141,7 +141,14 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    // 64:ff9b::/96 reaches the embedded IPv4 address through a NAT64 gateway.
+    let segments = ip.segments();
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., high, low] = segments;
+        let embedded = (u32::from(high) << 16) | u32::from(low);
+        return is_public_v4(Ipv4Addr::from(embedded));
+    }
+    let first = segments[0];
     let unique_local = first & 0xfe00 == 0xfc00; // fc00::/7
     let link_local = first & 0xffc0 == 0xfe80; // fe80::/10
     let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8; // 2001:db8::/32
@@ -176,13 +183,19 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
             "::",
         ];
         for address in rejected {
             let ip: IpAddr = address.parse().unwrap();
             assert!(!is_public(ip), "{address} was taken as public");
         }
-        for address in ["8.8.8.8", "142.250.74.10", "2607:f8b0:4004:800::200e"] {
+        for address in [
+            "8.8.8.8",
+            "142.250.74.10",
+            "2607:f8b0:4004:800::200e",
+            "64:ff9b::808:808",
+        ] {
             let ip: IpAddr = address.parse().unwrap();
             assert!(is_public(ip), "{address} was taken as non-public");
         }

@@ -8,6 +8,7 @@
 mod address;
 mod vapid;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -134,8 +135,8 @@ struct Payload<'a> {
     title: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    data: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    data: &'a BTreeMap<String, String>,
 }
 
 fn plaintext(push: &PushMessage) -> Result<Vec<u8>, SendError> {
