@@ -120,7 +120,7 @@ impl Provider for WebPushSender {
         let reply = http::read_reply(response).await?;
         tracing::debug!(status = reply.status, "push service replied");
 
-        classify(&reply, subscription.endpoint().as_str())
+        classify(&reply, subscription.endpoint())
     }
 
     fn supports(&self, notification: &Notification) -> bool {
@@ -175,8 +175,9 @@ fn endpoint_rejected(rejected: &EndpointRejected) -> SendError {
     SendError::permanent(rejected.reason()).with_code("endpoint_rejected")
 }
 
-/// Maps a push service reply to an outcome. `endpoint` must not reach the error message.
-fn classify(reply: &Reply, endpoint: &str) -> SendResult {
+/// Maps a push service reply to an outcome. Neither the endpoint nor its last path segment,
+/// which push services use as the subscription's id, reaches the error message.
+fn classify(reply: &Reply, endpoint: &reqwest::Url) -> SendResult {
     if reply.is_success() {
         return Ok(Delivered {
             message_id: reply.header("location").map(str::to_owned),
@@ -185,7 +186,12 @@ fn classify(reply: &Reply, endpoint: &str) -> SendResult {
     }
 
     let text = String::from_utf8_lossy(&reply.body);
-    let detail = http::provider_message(&text, &[endpoint]);
+    let subscription_id = endpoint
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .filter(|segment| segment.len() >= 8)
+        .unwrap_or_default();
+    let detail = http::provider_message(&text, &[endpoint.as_str(), subscription_id]);
     let message = if detail.is_empty() {
         format!("the push service returned HTTP {}", reply.status)
     } else {
@@ -223,12 +229,14 @@ fn classify(reply: &Reply, endpoint: &str) -> SendResult {
 mod tests {
     use super::*;
 
+    const ENDPOINT: &str = "https://push.example.net/wpush/v2/gAAAAABk-subscription";
+
+    fn endpoint() -> reqwest::Url {
+        reqwest::Url::parse(ENDPOINT).unwrap()
+    }
+
     fn error_of(status: u16) -> SendError {
-        classify(
-            &Reply::for_test(status, ""),
-            "https://push.example.net/sub/1",
-        )
-        .unwrap_err()
+        classify(&Reply::for_test(status, ""), &endpoint()).unwrap_err()
     }
 
     #[test]
@@ -237,7 +245,7 @@ mod tests {
         reply
             .headers
             .insert("location", "https://push.example.net/m/7".parse().unwrap());
-        let delivered = classify(&reply, "https://push.example.net/sub/1").unwrap();
+        let delivered = classify(&reply, &endpoint()).unwrap();
         assert_eq!(
             delivered.message_id.as_deref(),
             Some("https://push.example.net/m/7")
@@ -268,9 +276,9 @@ mod tests {
 
     #[test]
     fn endpoint_is_redacted_from_reply_text() {
-        let endpoint = "https://push.example.net/sub/1";
-        let body = format!("subscription {endpoint} has expired");
-        let error = classify(&Reply::for_test(410, &body), endpoint).unwrap_err();
-        assert!(!error.message.contains(endpoint), "{}", error.message);
+        let body = format!("subscription {ENDPOINT} has expired (id gAAAAABk-subscription)");
+        let error = classify(&Reply::for_test(410, &body), &endpoint()).unwrap_err();
+        assert!(!error.message.contains(ENDPOINT), "{}", error.message);
+        assert!(!error.message.contains("gAAAAABk"), "{}", error.message);
     }
 }
