@@ -50,10 +50,14 @@ INLINE_SECRET_KEYS = {
     "secret_access_key",
     "session_token",
     "api_secret",
+    "private_key",
+    "vapid_private_key",
 }
 # Provider kinds that config/default.toml has no section for are documented by TOML
 # examples in this file, which list every key of their kind.
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
+# Providers that config/default.toml defines a section for.
+BUILT_IN_PROVIDERS = ("sendgrid", "twilio", "fcm", "apns", "webpush", "smtp", "webhook")
 # Keys that default.toml lists only as comments, because they have no default.
 COMMENTED_KEYS = {
     "providers.sendgrid.api_key",
@@ -64,6 +68,10 @@ COMMENTED_KEYS = {
     "providers.fcm.service_account_file",
     "providers.smtp.password",
     "providers.smtp.password_file",
+    "providers.apns.private_key",
+    "providers.apns.private_key_file",
+    "providers.webpush.vapid_private_key",
+    "providers.webpush.vapid_private_key_file",
     "ledger.recipient_hash_key",
     "ledger.recipient_hash_key_file",
     "providers.webhook.signing_secrets",
@@ -112,6 +120,16 @@ MUST_FAIL = [
         "inline secret of a provider kind without a default section",
         {"config": {"providers": {"ses": {"kind": "ses", "secret_access_key": "x"}}}},
         "secret_access_key",
+    ),
+    (
+        "inline APNs signing key",
+        {"config": {"providers": {"apns": {"private_key": "-----BEGIN PRIVATE KEY-----"}}}},
+        "private_key",
+    ),
+    (
+        "inline VAPID key",
+        {"config": {"providers": {"webpush": {"vapid_private_key": "x"}}}},
+        "vapid_private_key",
     ),
     ("text where a number belongs", {"config": {"pool": {"workers": "many"}}}, "/config/pool/workers"),
     ("unknown config section", {"config": {"ledgr": {"url": "postgres://x"}}}, "ledgr"),
@@ -281,11 +299,11 @@ def check_config(report: Report, label: str, objects: list[tuple[str, dict]], kn
             report.error(f"{name}: herald.toml does not parse: {error}")
             continue
         keys = flatten_keys(rendered)
-        # Providers other than the three defaults are compared by their kind's keys.
+        # Providers other than those default.toml defines are compared by their kind's keys.
         unknown = set()
         for key in keys:
             parts = key.split(".")
-            if parts[0] == "providers" and parts[1] not in ("sendgrid", "twilio", "fcm", "smtp", "webhook"):
+            if parts[0] == "providers" and parts[1] not in BUILT_IN_PROVIDERS:
                 kind = rendered["providers"][parts[1]].get("kind", "")
                 key = ".".join(["providers", kind] + parts[2:]) if kind else "providers.kind"
             if generic_key(key) not in known:

@@ -210,14 +210,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let client = build_client(&settings.http).unwrap();
         let routes = Arc::new(Routes::build(&settings, &client, &metrics).unwrap());
-        let reloader =
-            CredentialReloader::new(
-                &settings.providers,
-                client,
-                settings.http.clone(),
-                routes.clone(),
-                metrics.clone(),
-            );
+        let reloader = CredentialReloader::new(
+            &settings.providers,
+            client,
+            settings.http.clone(),
+            routes.clone(),
+            metrics.clone(),
+        );
         (reloader, routes, metrics)
     }
 

@@ -44,6 +44,26 @@ fn without(parent: &str, key: &str) -> Value {
     job
 }
 
+/// A browser's push subscription, as `PushSubscription.toJSON()` gives it.
+fn subscription() -> Value {
+    json!({
+        "endpoint": "https://push.example.net/send/abc123",
+        "keys": {
+            "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "auth": "BTBZMqHH6r4Tts7J_aSIgg"
+        }
+    })
+}
+
+fn subscription_with(pointer: &str, value: Value) -> Value {
+    let mut subscription = subscription();
+    *subscription.pointer_mut(pointer).unwrap() = value;
+    with(
+        "/channels/push",
+        json!({"platform": "webpush", "subscription": subscription, "title": "Hi"}),
+    )
+}
+
 fn accepted_by_herald(job: &Value) -> bool {
     Job::parse(job.to_string().as_bytes(), DEFAULT_MAX_JOB_BYTES).is_ok()
 }
@@ -63,6 +83,25 @@ fn schema_accepts_valid_jobs() {
             json!({"to": "ada@example.com", "subject": "Hi", "html": "<b>x</b>"}),
         ),
         with("/channels/push", json!({"token": "t", "data": {"k": "v"}})),
+        with(
+            "/channels/push",
+            json!({"platform": "fcm", "token": "t", "title": "Hi", "ttl_secs": 0}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "a1B2", "title": "Hi", "data": {"from": "x"},
+                   "apns": {"priority": 5, "collapse_id": "c", "sound": "default", "badge": 0}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "data": {"k": "v"},
+                   "apns": {"push_type": "background", "priority": 1}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "webpush", "subscription": subscription(), "data": {"from": "x"}, "ttl_secs": 60}),
+        ),
+        subscription_with("/keys/auth", json!("BTBZMqHH6r4Tts7J_aSIgg==")),
         with("/id", json!("A-z.0_9:x")),
         with(
             "/channels",
@@ -154,6 +193,68 @@ fn schema_rejects_what_herald_rejects() {
             "/channels",
             json!({"webhook": {"endpoint": "a", "occurred_at": "soon", "payload": {}}}),
         ),
+        with(
+            "/channels/push",
+            json!({"platform": "hms", "token": "t", "title": "Hi"}),
+        ),
+        with(
+            "/channels/push",
+            json!({"token": "t", "title": "Hi", "ttl_secs": 2_419_201}),
+        ),
+        with(
+            "/channels/push",
+            json!({"token": "t", "title": "Hi", "ttl_secs": -1}),
+        ),
+        with(
+            "/channels/push",
+            json!({"token": "t", "title": "Hi", "apns": {"priority": 10}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "not-hex", "title": "Hi"}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "data": {"aps": "x"}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "title": "Hi", "apns": {"priority": 7}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "title": "Hi", "apns": {"push_type": "voip"}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "title": "Hi", "apns": {"push_type": "background"}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "data": {"k": "v"},
+                   "apns": {"push_type": "background", "priority": 10}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "apns", "token": "ab", "title": "Hi", "apns": {"collapse_id": "x".repeat(65)}}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "webpush", "title": "Hi"}),
+        ),
+        with(
+            "/channels/push",
+            json!({"platform": "webpush", "token": "t", "subscription": subscription(), "title": "Hi"}),
+        ),
+        with(
+            "/channels/push",
+            json!({"token": "t", "subscription": subscription(), "title": "Hi"}),
+        ),
+        subscription_with("/endpoint", json!("ftp://push.example.net/x")),
+        subscription_with("/endpoint", json!("not a url")),
+        subscription_with("/keys/auth", json!("c2hvcnQ")),
+        subscription_with("/keys/p256dh", json!(format!("A{}", "A".repeat(86)))),
+        subscription_with("/keys/p256dh", json!("B+/")),
     ];
     for job in &invalid {
         assert!(!accepted_by_herald(job), "Herald accepted {job}");

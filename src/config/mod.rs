@@ -9,13 +9,14 @@ mod breaker;
 mod ledger;
 mod mailgun;
 mod providers;
+mod push;
 mod reload;
 mod secret;
 mod sections;
-mod smtp;
-mod webhook;
 mod ses;
+mod smtp;
 mod vonage;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,16 +27,17 @@ pub use breaker::{CircuitBreakerConfig, CircuitBreakerOverride};
 pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use mailgun::MailgunConfig;
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
+pub use push::{APNS_TOKEN_REFRESH_RANGE, ApnsConfig, WebpushConfig};
 pub use reload::ReloadConfig;
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
     PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
 };
-pub use smtp::{SmtpConfig, SmtpTls};
-pub use webhook::{WebhookConfig, WebhookEndpointConfig, parse_allowlist_entry};
 pub use ses::{SesConfig, SesCredentials};
+pub use smtp::{SmtpConfig, SmtpTls};
 pub use vonage::VonageConfig;
+pub use webhook::{WebhookConfig, WebhookEndpointConfig, parse_allowlist_entry};
 
 use crate::job::ChannelKind;
 

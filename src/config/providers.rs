@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use super::breaker::CircuitBreakerOverride;
 use super::mailgun::MailgunConfig;
+use super::push::{ApnsConfig, WebpushConfig};
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;
-use super::smtp::SmtpConfig;
-use super::webhook::WebhookConfig;
 use super::ses::SesConfig;
+use super::smtp::SmtpConfig;
 use super::vonage::VonageConfig;
+use super::webhook::WebhookConfig;
 use crate::job::ChannelKind;
 
 /// One configured provider.
@@ -30,6 +31,8 @@ pub enum ProviderConfig {
     Mailgun(MailgunConfig),
     Ses(SesConfig),
     Vonage(VonageConfig),
+    Apns(ApnsConfig),
+    Webpush(WebpushConfig),
 }
 
 /// A provider's token bucket: a sustained rate and the burst it may spend at once.
@@ -42,8 +45,9 @@ pub struct RateLimitConfig {
 
 impl ProviderConfig {
     /// Every accepted `kind`, for error messages.
-    pub const KINDS: [&'static str; 8] = [
-        "sendgrid", "twilio", "fcm", "smtp", "webhook", "mailgun", "ses", "vonage",
+    pub const KINDS: [&'static str; 10] = [
+        "sendgrid", "twilio", "fcm", "apns", "webpush", "smtp", "mailgun", "ses", "vonage",
+        "webhook",
     ];
 
     /// Types the section `providers.NAME` by its `kind`. The `config` crate's own value
@@ -94,6 +98,14 @@ impl ProviderConfig {
                 .try_deserialize()
                 .map(ProviderConfig::Vonage)
                 .map_err(typed),
+            "apns" => value
+                .try_deserialize()
+                .map(ProviderConfig::Apns)
+                .map_err(typed),
+            "webpush" => value
+                .try_deserialize()
+                .map(ProviderConfig::Webpush)
+                .map_err(typed),
             other => Err(ConfigError::invalid(
                 format!("{key}.kind"),
                 format!(
@@ -114,6 +126,8 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(_) => "mailgun",
             ProviderConfig::Ses(_) => "ses",
             ProviderConfig::Vonage(_) => "vonage",
+            ProviderConfig::Apns(_) => "apns",
+            ProviderConfig::Webpush(_) => "webpush",
         }
     }
 
@@ -122,7 +136,9 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(_) => ChannelKind::Email,
             ProviderConfig::Twilio(_) => ChannelKind::Sms,
-            ProviderConfig::Fcm(_) => ChannelKind::Push,
+            ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) | ProviderConfig::Webpush(_) => {
+                ChannelKind::Push
+            }
             ProviderConfig::Smtp(_) => ChannelKind::Email,
             ProviderConfig::Webhook(_) => ChannelKind::Webhook,
             ProviderConfig::Mailgun(_) | ProviderConfig::Ses(_) => ChannelKind::Email,
@@ -140,6 +156,8 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(config) => config.rate_limit,
             ProviderConfig::Ses(config) => config.rate_limit,
             ProviderConfig::Vonage(config) => config.rate_limit,
+            ProviderConfig::Apns(config) => config.rate_limit,
+            ProviderConfig::Webpush(config) => config.rate_limit,
         }
     }
 
@@ -153,6 +171,8 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(config) => &config.circuit_breaker,
             ProviderConfig::Ses(config) => &config.circuit_breaker,
             ProviderConfig::Vonage(config) => &config.circuit_breaker,
+            ProviderConfig::Apns(config) => &config.circuit_breaker,
+            ProviderConfig::Webpush(config) => &config.circuit_breaker,
         }
     }
 
@@ -166,6 +186,8 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(config) => config.max_in_flight,
             ProviderConfig::Ses(config) => config.max_in_flight,
             ProviderConfig::Vonage(config) => config.max_in_flight,
+            ProviderConfig::Apns(config) => config.max_in_flight,
+            ProviderConfig::Webpush(config) => config.max_in_flight,
         }
     }
 
@@ -181,6 +203,8 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(config) => config.api_key(key).map(drop),
             ProviderConfig::Ses(config) => config.credentials(key).map(drop),
             ProviderConfig::Vonage(config) => config.api_secret(key).map(drop),
+            ProviderConfig::Apns(config) => config.private_key(key).map(drop),
+            ProviderConfig::Webpush(config) => config.vapid_private_key(key).map(drop),
         }
     }
 
@@ -192,20 +216,24 @@ impl ProviderConfig {
             ProviderConfig::Twilio(config) => vec![config.auth_token_file.as_deref()],
             ProviderConfig::Fcm(config) => vec![config.service_account_file.as_deref()],
             ProviderConfig::Smtp(config) => vec![config.password_file.as_deref()],
-            ProviderConfig::Webhook(config) => std::iter::once(config.signing_secrets_file.as_deref())
-                .chain(
-                    config
-                        .endpoints
-                        .values()
-                        .map(|endpoint| endpoint.signing_secrets_file.as_deref()),
-                )
-                .collect(),
+            ProviderConfig::Webhook(config) => {
+                std::iter::once(config.signing_secrets_file.as_deref())
+                    .chain(
+                        config
+                            .endpoints
+                            .values()
+                            .map(|endpoint| endpoint.signing_secrets_file.as_deref()),
+                    )
+                    .collect()
+            }
             ProviderConfig::Mailgun(config) => vec![config.api_key_file.as_deref()],
             ProviderConfig::Ses(config) => vec![
                 config.secret_access_key_file.as_deref(),
                 config.session_token_file.as_deref(),
             ],
             ProviderConfig::Vonage(config) => vec![config.api_secret_file.as_deref()],
+            ProviderConfig::Apns(config) => vec![config.private_key_file.as_deref()],
+            ProviderConfig::Webpush(config) => vec![config.vapid_private_key_file.as_deref()],
         };
         files
             .into_iter()
@@ -215,7 +243,8 @@ impl ProviderConfig {
     }
 
     /// Returns the HTTP API's base URL. SES derives it from the region when unset. SMTP has
-    /// none, and a webhook provider's URLs are per endpoint.
+    /// none, a webhook provider's URLs are per endpoint, and each Web Push subscription
+    /// names its own endpoint.
     pub fn base_url(&self) -> Option<Cow<'_, str>> {
         match self {
             ProviderConfig::Sendgrid(config) => Some(Cow::Borrowed(&config.base_url)),
@@ -224,7 +253,10 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(config) => Some(Cow::Borrowed(&config.base_url)),
             ProviderConfig::Ses(config) => Some(config.base_url()),
             ProviderConfig::Vonage(config) => Some(Cow::Borrowed(&config.base_url)),
-            ProviderConfig::Smtp(_) | ProviderConfig::Webhook(_) => None,
+            ProviderConfig::Apns(config) => Some(Cow::Borrowed(&config.base_url)),
+            ProviderConfig::Smtp(_) | ProviderConfig::Webhook(_) | ProviderConfig::Webpush(_) => {
+                None
+            }
         }
     }
 
@@ -247,6 +279,8 @@ impl ProviderConfig {
             ProviderConfig::Mailgun(config) => config.validate(key),
             ProviderConfig::Ses(config) => config.validate(key),
             ProviderConfig::Vonage(config) => config.validate(key),
+            ProviderConfig::Apns(config) => config.validate(key),
+            ProviderConfig::Webpush(config) => config.validate(key),
         }?;
         match self.base_url() {
             Some(base_url) => check_url(&format!("{key}.base_url"), &base_url),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
+use super::breaker::CircuitBreakerOverride;
 use super::providers::{RateLimitConfig, required};
 use super::secret::{self, Secret, redact_option};
 use super::sections::positive;

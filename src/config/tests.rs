@@ -18,8 +18,14 @@ fn defaults_load() {
     let settings = load(&[]).unwrap();
     assert_eq!(settings.broker.prefetch, 256);
     assert_eq!(settings.pool.workers, 256);
-    for name in ["sendgrid", "twilio", "fcm", "smtp", "webhook"] {
-        assert_eq!(settings.providers[name].kind(), name, "built-in provider {name}");
+    for name in [
+        "sendgrid", "twilio", "fcm", "apns", "webpush", "smtp", "webhook",
+    ] {
+        assert_eq!(
+            settings.providers[name].kind(),
+            name,
+            "built-in provider {name}"
+        );
     }
     let smtp = smtp_of(&settings);
     assert_eq!(smtp.tls, SmtpTls::Starttls);
@@ -40,6 +46,32 @@ fn defaults_load() {
     assert!(!webhook.allow_private_networks);
     assert!(webhook.url_allowlist.is_empty());
     assert!(webhook.endpoints.is_empty());
+}
+
+#[test]
+fn apns_token_refresh_outside_apple_limits_is_rejected() {
+    for seconds in ["1199", "3601"] {
+        let key = invalid_key(load(&[
+            ("HERALD__CHANNELS__PUSH", "apns"),
+            ("HERALD__PROVIDERS__APNS__TEAM_ID", "TEAM123456"),
+            ("HERALD__PROVIDERS__APNS__KEY_ID", "KEY1234567"),
+            ("HERALD__PROVIDERS__APNS__TOPIC", "com.example.app"),
+            ("HERALD__PROVIDERS__APNS__TOKEN_REFRESH_SECS", seconds),
+        ]));
+        assert_eq!(key, "providers.apns.token_refresh_secs", "{seconds}");
+    }
+}
+
+#[test]
+fn webpush_needs_a_contact_subject() {
+    let key = invalid_key(load(&[("HERALD__CHANNELS__PUSH", "webpush")]));
+    assert_eq!(key, "providers.webpush.subject");
+
+    let key = invalid_key(load(&[
+        ("HERALD__CHANNELS__PUSH", "webpush"),
+        ("HERALD__PROVIDERS__WEBPUSH__SUBJECT", "ops@example.com"),
+    ]));
+    assert_eq!(key, "providers.webpush.subject");
 }
 
 #[test]
@@ -301,10 +333,7 @@ const SMTP_ON: [(&str, &str); 2] = [
 #[test]
 fn smtp_provider_validates() {
     let settings = load(&SMTP_ON).unwrap();
-    assert_eq!(
-        settings.channels.providers(ChannelKind::Email),
-        ["smtp"]
-    );
+    assert_eq!(settings.channels.providers(ChannelKind::Email), ["smtp"]);
     let smtp = smtp_of(&settings);
     assert_eq!(smtp.host, "smtp.example.com");
     assert!(smtp.password("providers.smtp").unwrap().is_none());
@@ -403,7 +432,10 @@ fn mailgun_section_loads_with_defaults() {
     let provider = &settings.providers["mailgun"];
     assert_eq!(provider.kind(), "mailgun");
     assert_eq!(provider.channel(), ChannelKind::Email);
-    assert_eq!(provider.base_url().as_deref(), Some("https://api.mailgun.net"));
+    assert_eq!(
+        provider.base_url().as_deref(),
+        Some("https://api.mailgun.net")
+    );
     assert_eq!(provider.max_in_flight(), 4);
 }
 
@@ -594,7 +626,10 @@ fn sandbox_config_defines_more_providers() {
         let settings = Settings::load_with_env(Some(&path), env).unwrap();
         let provider = &settings.providers[name];
         assert_eq!(provider.kind(), name);
-        assert_eq!(provider.base_url().as_deref(), Some("http://127.0.0.1:8025"));
+        assert_eq!(
+            provider.base_url().as_deref(),
+            Some("http://127.0.0.1:8025")
+        );
         provider
             .check_secrets(&format!("providers.{name}"))
             .unwrap_or_else(|error| panic!("{name}: {error}"));

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
+use super::breaker::CircuitBreakerOverride;
 use super::providers::{RateLimitConfig, required};
 use super::secret::{self, Secret, redact_option};
 

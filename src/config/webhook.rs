@@ -9,8 +9,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::breaker::CircuitBreakerOverride;
 use super::ConfigError;
+use super::breaker::CircuitBreakerOverride;
 use super::providers::RateLimitConfig;
 use super::secret::{self, REDACTED, Secret, redact_option};
 use super::sections::{names_list, positive};

@@ -1,19 +1,16 @@
 //! The channels a job can request and the validated message for each.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::JobError;
-use super::recipient::{DeviceToken, EmailAddress, PhoneNumber};
+use super::push::PushMessage;
+use super::recipient::{EmailAddress, PhoneNumber};
 use super::webhook::WebhookMessage;
 
 /// Maximum length of an email subject, in characters (the RFC 5322 line limit).
 const MAX_SUBJECT_CHARS: usize = 998;
 /// Longest SMS body, in characters. Twilio rejects longer bodies.
 const MAX_SMS_CHARS: usize = 1600;
-/// Largest push payload (title, body and data together), in bytes. FCM rejects larger messages.
-const MAX_PUSH_PAYLOAD_BYTES: usize = 4096;
 
 /// A channel Herald can deliver through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +76,7 @@ impl Notification {
         match self {
             Notification::Email(message) => message.to.to_string(),
             Notification::Sms(message) => message.to.to_string(),
-            Notification::Push(message) => message.token.to_string(),
+            Notification::Push(message) => message.target.to_string(),
             Notification::Webhook(message) => message.target.to_string(),
         }
     }
@@ -162,76 +159,6 @@ impl SmsMessage {
         check_text(&format!("{prefix}.body"), &raw.body, MAX_SMS_CHARS)?;
         Ok(SmsMessage { to, body: raw.body })
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PushMessage {
-    pub token: DeviceToken,
-    pub title: Option<String>,
-    pub body: Option<String>,
-    /// Custom key-value pairs delivered to the app. FCM only carries string values.
-    pub data: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct RawPush {
-    token: String,
-    title: Option<String>,
-    body: Option<String>,
-    #[serde(default)]
-    data: BTreeMap<String, String>,
-}
-
-impl PushMessage {
-    fn parse(prefix: &str, body: serde_json::Value) -> Result<Self, JobError> {
-        let raw: RawPush = deserialize(prefix, body)?;
-        let token = DeviceToken::parse(&format!("{prefix}.token"), &raw.token)?;
-        let title = raw.title.filter(|title| !title.is_empty());
-        let body = raw.body.filter(|body| !body.is_empty());
-        if title.is_none() && body.is_none() && raw.data.is_empty() {
-            return Err(JobError::field(
-                prefix,
-                "needs a `title`, a `body` or `data`",
-            ));
-        }
-        if let Some(key) = raw.data.keys().find(|key| is_reserved_data_key(key)) {
-            return Err(JobError::field(
-                format!("{prefix}.data"),
-                format!("key {key:?} is reserved by FCM"),
-            ));
-        }
-
-        let payload_bytes = title.as_ref().map_or(0, String::len)
-            + body.as_ref().map_or(0, String::len)
-            + raw
-                .data
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        if payload_bytes > MAX_PUSH_PAYLOAD_BYTES {
-            return Err(JobError::field(
-                prefix,
-                format!(
-                    "title, body and data add up to {payload_bytes} bytes, more than {MAX_PUSH_PAYLOAD_BYTES}"
-                ),
-            ));
-        }
-
-        Ok(PushMessage {
-            token,
-            title,
-            body,
-            data: raw.data,
-        })
-    }
-}
-
-/// Returns whether FCM reserves `key` in a message's data: `from`, `notification`,
-/// `message_type`, and anything starting with `google` or `gcm`.
-fn is_reserved_data_key(key: &str) -> bool {
-    matches!(key, "from" | "notification" | "message_type")
-        || key.starts_with("google")
-        || key.starts_with("gcm")
 }
 
 pub(super) fn deserialize<T: serde::de::DeserializeOwned>(

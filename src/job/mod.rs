@@ -7,6 +7,7 @@
 
 mod channels;
 mod id;
+mod push;
 mod recipient;
 mod webhook;
 
@@ -15,9 +16,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-pub use channels::{ChannelKind, EmailMessage, Notification, PushMessage, SmsMessage};
+pub use channels::{ChannelKind, EmailMessage, Notification, SmsMessage};
 pub use id::{JobId, MAX_JOB_ID_LEN};
-pub use recipient::{DeviceToken, EmailAddress, PhoneNumber};
+pub use push::{ApnsOptions, ApnsPushType, PushMessage, PushPlatform, PushTarget};
+pub use recipient::{DeviceToken, EmailAddress, PhoneNumber, PushSubscription, mask_endpoint};
 pub use webhook::{DEFAULT_EVENT_TYPE, WebhookMessage, WebhookTarget};
 
 /// Largest job body accepted by default, in bytes.

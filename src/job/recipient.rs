@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use sha2::{Digest, Sha256};
 
 use super::JobError;
@@ -100,6 +102,20 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
+/// Maximum length of a Web Push endpoint URL, in bytes. Push services issue URLs of a few
+/// hundred bytes.
+const MAX_ENDPOINT_LEN: usize = 2048;
+/// Length of an uncompressed P-256 public key (SEC 1 form), as the Push API gives `p256dh`.
+const P256DH_LEN: usize = 65;
+/// Length of a Web Push authentication secret (RFC 8291).
+const AUTH_SECRET_LEN: usize = 16;
+
+/// Base64url with or without padding: browsers omit it, some server libraries add it.
+const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// A push device token, opaque to Herald.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DeviceToken(String);
@@ -130,13 +146,106 @@ impl fmt::Display for DeviceToken {
     /// Prints a short hash: `tok:1a2b3c4d`. Equal tokens print alike, so logs can still be
     /// correlated without revealing the token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digest = Sha256::digest(self.0.as_bytes());
-        write!(
-            f,
-            "tok:{:02x}{:02x}{:02x}{:02x}",
-            digest[0], digest[1], digest[2], digest[3]
-        )
+        write!(f, "tok:{}", short_hash(&self.0))
     }
+}
+
+/// A Web Push subscription as the browser's Push API returns it: the push service endpoint
+/// and the keys that encrypt messages for this browser. The whole subscription is the
+/// recipient, so it prints masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushSubscription {
+    endpoint: reqwest::Url,
+    p256dh: Vec<u8>,
+    auth: Vec<u8>,
+}
+
+impl PushSubscription {
+    /// Parses a subscription. `field` is the path of the `subscription` object, used to name
+    /// the member at fault. The endpoint must be an absolute `http` or `https` URL. Which
+    /// schemes and hosts are sent to is decided by the adapter.
+    pub fn parse(
+        field: &str,
+        endpoint: &str,
+        p256dh: &str,
+        auth: &str,
+    ) -> Result<PushSubscription, JobError> {
+        let endpoint_field = format!("{field}.endpoint");
+        if endpoint.len() > MAX_ENDPOINT_LEN {
+            return Err(JobError::field(endpoint_field, "is longer than 2048 bytes"));
+        }
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|error| JobError::field(&endpoint_field, format!("is not a URL: {error}")))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(JobError::field(
+                endpoint_field,
+                "must be an https URL with a host (http is accepted only where the provider allows it)",
+            ));
+        }
+        let p256dh = decode_key(&format!("{field}.keys.p256dh"), p256dh, P256DH_LEN)?;
+        if p256dh[0] != 0x04 {
+            return Err(JobError::field(
+                format!("{field}.keys.p256dh"),
+                "is not an uncompressed P-256 public key (it must start with byte 0x04)",
+            ));
+        }
+        let auth = decode_key(&format!("{field}.keys.auth"), auth, AUTH_SECRET_LEN)?;
+        Ok(PushSubscription {
+            endpoint: url,
+            p256dh,
+            auth,
+        })
+    }
+
+    /// Returns the push service endpoint, for building requests only.
+    pub fn endpoint(&self) -> &reqwest::Url {
+        &self.endpoint
+    }
+
+    /// Returns the browser's P-256 public key, 65 bytes in uncompressed SEC 1 form.
+    pub fn p256dh(&self) -> &[u8] {
+        &self.p256dh
+    }
+
+    /// Returns the 16-byte authentication secret.
+    pub fn auth(&self) -> &[u8] {
+        &self.auth
+    }
+}
+
+fn decode_key(field: &str, text: &str, len: usize) -> Result<Vec<u8>, JobError> {
+    let bytes = BASE64URL
+        .decode(text)
+        .map_err(|_| JobError::field(field, "is not base64url"))?;
+    if bytes.len() != len {
+        return Err(JobError::field(
+            field,
+            format!("decodes to {} bytes; expected {len}", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
+
+impl fmt::Display for PushSubscription {
+    /// Prints a short hash of the endpoint: `sub:1a2b3c4d`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_endpoint(self.endpoint.as_str()))
+    }
+}
+
+/// Masks a Web Push endpoint URL as [`PushSubscription`] prints it, for places that hold
+/// only the endpoint, such as a stored ledger recipient.
+pub fn mask_endpoint(endpoint: &str) -> String {
+    format!("sub:{}", short_hash(endpoint))
+}
+
+/// Returns the first four bytes of the SHA-256 of `text` in hex.
+fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 macro_rules! debug_as_display {
@@ -149,4 +258,4 @@ macro_rules! debug_as_display {
     )*};
 }
 
-debug_as_display!(EmailAddress, PhoneNumber, DeviceToken);
+debug_as_display!(EmailAddress, PhoneNumber, DeviceToken, PushSubscription);

@@ -280,3 +280,191 @@ fn duplicate_id_is_named() {
         "{error}"
     );
 }
+
+/// A Web Push subscription as a browser returns it: a P-256 public key and a 16-byte
+/// authentication secret, both base64url without padding.
+fn subscription() -> serde_json::Value {
+    json!({
+        "endpoint": "https://push.example.net/send/abc123",
+        "keys": {
+            "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "auth": "BTBZMqHH6r4Tts7J_aSIgg"
+        }
+    })
+}
+
+fn push_of(job: &Job) -> &PushMessage {
+    job.channels
+        .iter()
+        .find_map(|channel| match channel {
+            ChannelRequest::Known(Notification::Push(push)) => Some(push),
+            _ => None,
+        })
+        .expect("the job has a push channel")
+}
+
+fn with_push(push: serde_json::Value) -> serde_json::Value {
+    let mut value = valid_job();
+    value["channels"]["push"] = push;
+    value
+}
+
+fn invalid_push(push: serde_json::Value) -> (String, String) {
+    match parse(with_push(push)) {
+        Err(JobError::InvalidField { field, reason }) => (field, reason),
+        other => panic!("expected an invalid field, got {other:?}"),
+    }
+}
+
+#[test]
+fn push_without_platform_is_fcm() {
+    let job = parse(valid_job()).unwrap();
+    let push = push_of(&job);
+    assert_eq!(push.target.platform(), PushPlatform::Fcm);
+    assert_eq!(push.target.expose(), "device-token");
+    assert_eq!(push.ttl_secs, None);
+}
+
+#[test]
+fn push_reads_apns_target_and_options() {
+    let job = parse(with_push(json!({
+        "platform": "apns",
+        "token": "a1b2c3d4e5f6",
+        "title": "Shipped",
+        "ttl_secs": 3600,
+        "apns": {"priority": 5, "collapse_id": "order-7", "sound": "default", "badge": 2}
+    })))
+    .unwrap();
+    let push = push_of(&job);
+    assert_eq!(push.target.platform(), PushPlatform::Apns);
+    assert_eq!(push.ttl_secs, Some(3600));
+    assert_eq!(push.apns.push_type, ApnsPushType::Alert);
+    assert_eq!(push.apns.priority, Some(5));
+    assert_eq!(push.apns.collapse_id.as_deref(), Some("order-7"));
+    assert_eq!(push.apns.sound.as_deref(), Some("default"));
+    assert_eq!(push.apns.badge, Some(2));
+}
+
+#[test]
+fn apns_data_only_push_is_background() {
+    let job = parse(with_push(
+        json!({"platform": "apns", "token": "ab12", "data": {"sync": "1"}}),
+    ))
+    .unwrap();
+    assert_eq!(push_of(&job).apns.push_type, ApnsPushType::Background);
+}
+
+#[test]
+fn push_reads_webpush_subscription() {
+    let job = parse(with_push(json!({
+        "platform": "webpush",
+        "subscription": subscription(),
+        "title": "Shipped"
+    })))
+    .unwrap();
+    let PushTarget::WebPush(subscription) = &push_of(&job).target else {
+        panic!("not a Web Push target");
+    };
+    assert_eq!(
+        subscription.endpoint().as_str(),
+        "https://push.example.net/send/abc123"
+    );
+    assert_eq!(subscription.p256dh().len(), 65);
+    assert_eq!(subscription.auth().len(), 16);
+}
+
+#[test]
+fn push_errors_name_the_field() {
+    let mut missing_auth = subscription();
+    missing_auth["keys"]["auth"] = json!("c2hvcnQ");
+    let mut compressed_key = subscription();
+    compressed_key["keys"]["p256dh"] = json!(format!("A{}", &"A".repeat(86)));
+    let mut ftp = subscription();
+    ftp["endpoint"] = json!("ftp://push.example.net/x");
+    let cases = [
+        (
+            json!({"platform": "hms", "token": "t", "title": "x"}),
+            "channels.push.platform",
+        ),
+        (
+            json!({"platform": "apns", "title": "x"}),
+            "channels.push.token",
+        ),
+        (
+            json!({"platform": "apns", "token": "not/hex", "title": "x"}),
+            "channels.push.token",
+        ),
+        (
+            json!({"platform": "webpush", "title": "x"}),
+            "channels.push.subscription",
+        ),
+        (
+            json!({"platform": "webpush", "token": "t", "subscription": subscription(), "title": "x"}),
+            "channels.push.token",
+        ),
+        (
+            json!({"token": "t", "subscription": subscription(), "title": "x"}),
+            "channels.push.subscription",
+        ),
+        (
+            json!({"platform": "webpush", "subscription": missing_auth, "title": "x"}),
+            "channels.push.subscription.keys.auth",
+        ),
+        (
+            json!({"platform": "webpush", "subscription": compressed_key, "title": "x"}),
+            "channels.push.subscription.keys.p256dh",
+        ),
+        (
+            json!({"platform": "webpush", "subscription": ftp, "title": "x"}),
+            "channels.push.subscription.endpoint",
+        ),
+        (
+            json!({"token": "t", "title": "x", "ttl_secs": 2_419_201}),
+            "channels.push.ttl_secs",
+        ),
+        (
+            json!({"token": "t", "title": "x", "apns": {}}),
+            "channels.push.apns",
+        ),
+        (
+            json!({"platform": "apns", "token": "ab", "title": "x", "apns": {"priority": 7}}),
+            "channels.push.apns.priority",
+        ),
+        (
+            json!({"platform": "apns", "token": "ab", "title": "x", "apns": {"push_type": "voip"}}),
+            "channels.push.apns.push_type",
+        ),
+        (
+            json!({"platform": "apns", "token": "ab", "title": "x", "apns": {"collapse_id": "x".repeat(65)}}),
+            "channels.push.apns.collapse_id",
+        ),
+        (
+            json!({"platform": "apns", "token": "ab", "title": "x", "apns": {"push_type": "background"}}),
+            "channels.push.apns",
+        ),
+        (
+            json!({"platform": "apns", "token": "ab", "data": {"aps": "x"}}),
+            "channels.push.data",
+        ),
+    ];
+    for (push, field) in cases {
+        let (named, reason) = invalid_push(push.clone());
+        assert_eq!(named, field, "{push}: {reason}");
+    }
+}
+
+#[test]
+fn webpush_subscription_prints_masked() {
+    let job = parse(with_push(json!({
+        "platform": "webpush",
+        "subscription": subscription(),
+        "title": "Shipped"
+    })))
+    .unwrap();
+    let printed = format!("{job:?}");
+    assert!(!printed.contains("push.example.net"), "{printed}");
+    assert!(!printed.contains("BTBZMqHH6r4Tts7J_aSIgg"), "{printed}");
+    let masked = push_of(&job).target.to_string();
+    assert!(masked.starts_with("sub:"), "{masked}");
+    assert_eq!(masked.len(), 12, "{masked}");
+}

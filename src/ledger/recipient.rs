@@ -8,7 +8,8 @@ use sha2::Sha256;
 
 use crate::config::Secret;
 use crate::job::{
-    ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber, WebhookTarget,
+    ChannelKind, DeviceToken, EmailAddress, Notification, PhoneNumber, PushTarget, WebhookTarget,
+    mask_endpoint,
 };
 
 /// Hex digits of the recipient hash that `herald status` prints.
@@ -19,7 +20,7 @@ const HASH_PREFIX_LEN: usize = 12;
 pub enum Recipient<'a> {
     Email(&'a EmailAddress),
     Sms(&'a PhoneNumber),
-    Push(&'a DeviceToken),
+    Push(&'a PushTarget),
     Webhook(&'a WebhookTarget),
 }
 
@@ -28,7 +29,7 @@ impl<'a> From<&'a Notification> for Recipient<'a> {
         match notification {
             Notification::Email(message) => Recipient::Email(&message.to),
             Notification::Sms(message) => Recipient::Sms(&message.to),
-            Notification::Push(message) => Recipient::Push(&message.token),
+            Notification::Push(message) => Recipient::Push(&message.target),
             Notification::Webhook(message) => Recipient::Webhook(&message.target),
         }
     }
@@ -48,7 +49,7 @@ impl<'a> Recipient<'a> {
         match self {
             Recipient::Email(address) => Cow::Borrowed(address.expose()),
             Recipient::Sms(number) => Cow::Borrowed(number.expose()),
-            Recipient::Push(token) => Cow::Borrowed(token.expose()),
+            Recipient::Push(target) => Cow::Borrowed(target.expose()),
             Recipient::Webhook(target) => Cow::Owned(target.expose()),
         }
     }
@@ -96,6 +97,10 @@ fn mask_stored(channel: &str, text: &str) -> Option<String> {
     match ChannelKind::from_name(channel)? {
         ChannelKind::Email => EmailAddress::parse(field, text).ok().map(|a| a.to_string()),
         ChannelKind::Sms => PhoneNumber::parse(field, text).ok().map(|n| n.to_string()),
+        // A Web Push recipient is stored as its endpoint URL, a device token as itself.
+        ChannelKind::Push if text.starts_with("https://") || text.starts_with("http://") => {
+            Some(mask_endpoint(text))
+        }
         ChannelKind::Push => DeviceToken::parse(field, text).ok().map(|t| t.to_string()),
         ChannelKind::Webhook => WebhookTarget::parse_exposed(text).map(|t| t.to_string()),
     }
@@ -139,6 +144,15 @@ mod tests {
         let url = display_form("webhook", Some("https://h.example/t/secret?k=1"), "ab");
         assert!(url.starts_with("https://h.example/…#"), "{url}");
         assert!(!url.contains("secret"), "{url}");
+    }
+
+    #[test]
+    fn stored_push_endpoint_is_masked() {
+        let endpoint = "https://push.example.net/send/abc123";
+        let shown = display_form("push", Some(endpoint), "ab");
+        assert!(shown.starts_with("sub:"), "{shown}");
+        assert!(!shown.contains("example"), "{shown}");
+        assert_eq!(shown, mask_endpoint(endpoint));
     }
 
     #[test]

@@ -7,9 +7,15 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use super::SendError;
 use crate::config::{ConfigError, HttpConfig};
 
-/// Builds the one pooled client all adapters share. Redirects are not followed: a provider
-/// API that redirects is misconfigured, and following could resend a request elsewhere.
+/// Builds the one pooled client most adapters share.
 pub fn build_client(config: &HttpConfig) -> reqwest::Result<reqwest::Client> {
+    client_builder(config).build()
+}
+
+/// Returns a client builder with the `[http]` settings, for adapters that need a client of
+/// their own. Redirects are not followed: a provider API that redirects is misconfigured,
+/// and following could resend a request elsewhere.
+pub fn client_builder(config: &HttpConfig) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(config.connect_timeout())
@@ -17,7 +23,11 @@ pub fn build_client(config: &HttpConfig) -> reqwest::Result<reqwest::Client> {
         .pool_idle_timeout(config.pool_idle_timeout())
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
+}
+
+/// Turns a failure to build an adapter's own client into a config error on `key`.
+pub fn client_error(key: &str, error: &reqwest::Error) -> ConfigError {
+    ConfigError::invalid(key, format!("failed to build the HTTP client: {error}"))
 }
 
 /// Joins a provider's configured base URL and an API path. `key` names the config section

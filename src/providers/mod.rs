@@ -5,6 +5,8 @@
 //! `crate::retry` and `crate::limits`), so that every attempt, retries included, passes
 //! through them.
 
+pub mod apns;
+pub mod dedupe;
 mod error;
 pub mod fcm;
 pub mod http;
@@ -16,6 +18,7 @@ pub mod smtp;
 pub mod twilio;
 pub mod vonage;
 pub mod webhook;
+pub mod webpush;
 
 use std::sync::Arc;
 
@@ -24,7 +27,7 @@ use async_trait::async_trait;
 pub use error::{ErrorClass, SendError};
 
 use crate::config::{ConfigError, HttpConfig, ProviderConfig};
-use crate::job::{JobId, Notification};
+use crate::job::{JobId, Notification, PushPlatform};
 use crate::metrics::Metrics;
 
 /// The message and job id of one attempt.
@@ -63,9 +66,22 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
+/// Error code of a push whose target platform no provider of the channel serves.
+pub const UNSUPPORTED_PLATFORM: &str = "unsupported_platform";
+
+/// Returns the permanent failure of a push to `platform` handed to `provider`, which
+/// cannot send to it.
+pub fn unsupported_platform(provider: &str, platform: PushPlatform) -> SendError {
+    SendError::permanent(format!(
+        "{provider} cannot send to push platform `{platform}`; route it to a provider of kind `{platform}`"
+    ))
+    .with_code(UNSUPPORTED_PLATFORM)
+}
+
 /// Builds the adapter for one configured provider. `name` is its key under `[providers]`.
-/// HTTP adapters share `client`. A webhook provider builds its own from `http`, because its
-/// DNS resolution is filtered, and an SMTP provider opens its own connections.
+/// HTTP adapters share `client`. APNs, Web Push and webhook providers build their own from
+/// `http`: APNs speaks HTTP/2 only, and the other two check the addresses they connect to.
+/// An SMTP provider opens its own connections.
 pub fn build(
     name: &str,
     config: &ProviderConfig,
@@ -95,6 +111,10 @@ pub fn build(
         ProviderConfig::Ses(config) => Arc::new(ses::SesSender::new(&key, config, client.clone())?),
         ProviderConfig::Vonage(config) => {
             Arc::new(vonage::VonageSender::new(&key, config, client.clone())?)
+        }
+        ProviderConfig::Apns(config) => Arc::new(apns::ApnsSender::new(&key, config, http)?),
+        ProviderConfig::Webpush(config) => {
+            Arc::new(webpush::WebPushSender::new(&key, config, http)?)
         }
     })
 }

@@ -11,10 +11,11 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{LimitsConfig, RetryConfig};
+use crate::job::Notification;
 use crate::ledger::AttemptRecord;
 use crate::limits::Deferred;
 use crate::metrics::Metrics;
-use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
+use crate::providers::{Delivered, ErrorClass, SendError, SendRequest, UNSUPPORTED_PLATFORM};
 use crate::routes::{ChannelRoute, Route, Selection};
 
 /// Error code of a channel deferred because its rate-limit permit was too far away.
@@ -242,7 +243,7 @@ fn choose_route<'a>(
             Ok(route)
         }
         Selection::AllOpen { retry_in } => Err(circuit_open(retry_in)),
-        Selection::Unsupported => Err(unsupported(channel_name)),
+        Selection::Unsupported => Err(unsupported(channel_name, request.notification)),
     }
 }
 
@@ -305,12 +306,22 @@ fn circuit_open(retry_in: Duration) -> SendError {
     .with_retry_after(Some(retry_in))
 }
 
-/// Describes a notification that no provider of its channel can send.
-fn unsupported(channel: &str) -> SendError {
-    SendError::permanent(format!(
-        "no provider configured for channel {channel} supports this notification; add one that does to channels.{channel}"
-    ))
-    .with_code(UNSUPPORTED)
+/// Describes a notification that no provider of its channel can send. A push names its
+/// platform, the usual cause being a target whose platform has no provider in the channel.
+fn unsupported(channel: &str, notification: &Notification) -> SendError {
+    match notification {
+        Notification::Push(push) => {
+            let platform = push.target.platform();
+            SendError::permanent(format!(
+                "no provider configured for channel {channel} sends to push platform `{platform}`; add a provider of kind `{platform}` to channels.{channel}"
+            ))
+            .with_code(UNSUPPORTED_PLATFORM)
+        }
+        _ => SendError::permanent(format!(
+            "no provider configured for channel {channel} supports this notification; add one that does to channels.{channel}"
+        ))
+        .with_code(UNSUPPORTED),
+    }
 }
 
 /// Returns whether `error` deferred the channel without a provider failing it: the permit

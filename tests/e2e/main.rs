@@ -15,6 +15,7 @@ mod limits;
 mod more_providers;
 mod outage;
 mod panic;
+mod platform;
 mod poison;
 mod proxy;
 mod recovery;

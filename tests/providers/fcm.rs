@@ -237,12 +237,22 @@ async fn sent_message_returns_name() {
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0].headers["authorization"], "Bearer ya29.test-1");
     let body: Value = serde_json::from_slice(&sends[0].body).unwrap();
+    let key = collapse_key();
     let expected = json!({"message": {
         "token": DEVICE_TOKEN,
         "notification": {"title": "Order shipped", "body": "It arrives Tuesday."},
         "data": {"order_id": "42"},
+        "android": {"collapse_key": key},
+        "apns": {"headers": {"apns-collapse-id": key}},
+        "webpush": {"headers": {"Topic": key}},
     }});
     assert_eq!(body, expected);
+}
+
+/// The collapse key FCM receives for job [`helpers::JOB_ID`]'s push channel.
+fn collapse_key() -> String {
+    let job_id = herald::job::JobId::parse(helpers::JOB_ID).unwrap();
+    herald::providers::dedupe::collapse_key(&job_id, herald::job::ChannelKind::Push)
 }
 
 #[tokio::test]
@@ -256,9 +266,16 @@ async fn data_only_message_omits_notification() {
 
     let sends = fcm.requests_to(SEND_PATH).await;
     let body: Value = serde_json::from_slice(&sends[0].body).unwrap();
+    let key = collapse_key();
     assert_eq!(
         body,
-        json!({"message": {"token": DEVICE_TOKEN, "data": {"sync": "1"}}})
+        json!({"message": {
+            "token": DEVICE_TOKEN,
+            "data": {"sync": "1"},
+            "android": {"collapse_key": key},
+            "apns": {"headers": {"apns-collapse-id": key}},
+            "webpush": {"headers": {"Topic": key}},
+        }})
     );
 }
 

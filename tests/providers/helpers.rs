@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald::config::Settings;
 use herald::job::{
     DeviceToken, EmailAddress, EmailMessage, JobId, Notification, PhoneNumber, PushMessage,
-    SmsMessage,
+    PushTarget, SmsMessage,
 };
 use herald::metrics::Metrics;
 use herald::providers::{self, Provider, SendRequest, SendResult};
@@ -107,14 +107,27 @@ pub(crate) fn push(
     body: Option<&str>,
     data: &[(&str, &str)],
 ) -> Notification {
+    let target = PushTarget::Fcm(DeviceToken::parse("token", token).unwrap());
+    push_to(target, title, body, data)
+}
+
+/// Builds a push to `target` with no TTL and no APNs options.
+pub(crate) fn push_to(
+    target: PushTarget,
+    title: Option<&str>,
+    body: Option<&str>,
+    data: &[(&str, &str)],
+) -> Notification {
     Notification::Push(PushMessage {
-        token: DeviceToken::parse("token", token).unwrap(),
+        target,
         title: title.map(str::to_owned),
         body: body.map(str::to_owned),
         data: data
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect(),
+        ttl_secs: None,
+        apns: Default::default(),
     })
 }
 

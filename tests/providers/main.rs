@@ -2,8 +2,10 @@
 //! on 127.0.0.1 that checks the request's wire format and answers as the provider
 //! documents, then asserts how the adapter classifies the reply.
 
+mod apns;
 mod fcm;
 mod form_data;
+mod h2_server;
 mod helpers;
 mod mailgun;
 mod sendgrid;
@@ -14,3 +16,4 @@ mod smtp_server;
 mod twilio;
 mod vonage;
 mod webhook;
+mod webpush;

@@ -103,7 +103,7 @@ config.providers when set, else Herald's built-in default for the provider names
 config/default.toml defines. .ci/helm-check compares these defaults with that file.
 */}}
 {{- define "herald.maxInFlight" -}}
-{{- $caps := dict "sendgrid" 32 "twilio" 16 "fcm" 64 "smtp" 8 "webhook" 32 }}
+{{- $caps := dict "sendgrid" 32 "twilio" 16 "fcm" 64 "apns" 64 "webpush" 64 "smtp" 8 "webhook" 32 }}
 {{- range $name, $provider := (.Values.config.providers | default dict) }}
 {{- if and (kindIs "map" $provider) (hasKey $provider "max_in_flight") }}
 {{- $_ := set $caps $name (int $provider.max_in_flight) }}

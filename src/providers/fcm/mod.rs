@@ -17,10 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use self::service_account::ServiceAccount;
 use self::token::TokenSource;
+use super::dedupe;
 use super::http::{self, Reply};
 use super::{Delivered, ErrorClass, Provider, SendError, SendRequest, SendResult};
 use crate::config::{ConfigError, FcmConfig};
-use crate::job::{Notification, PushMessage};
+use crate::job::{
+    ChannelKind, DeviceToken, JobId, Notification, PushMessage, PushPlatform, PushTarget,
+};
 
 const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
 const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
@@ -89,20 +92,27 @@ impl Provider for FcmSender {
                 request.notification.kind()
             )));
         };
+        let PushTarget::Fcm(token) = &push.target else {
+            return Err(super::unsupported_platform("FCM", push.target.platform()));
+        };
 
         let access_token = self.tokens.access_token().await?;
         let response = self
             .client
             .post(self.url.clone())
             .bearer_auth(access_token.expose())
-            .json(&SendBody::new(push))
+            .json(&SendBody::new(push, token, request.job_id))
             .send()
             .await
             .map_err(|error| http::transport_error(&error))?;
         let reply = http::read_reply(response).await?;
         tracing::debug!(status = reply.status, "FCM replied");
 
-        classify(&reply, &[push.token.expose()])
+        classify(&reply, &[token.expose()])
+    }
+
+    fn supports(&self, notification: &Notification) -> bool {
+        matches!(notification, Notification::Push(push) if push.target.platform() == PushPlatform::Fcm)
     }
 
     fn invalidate_credentials(&self) {
@@ -123,6 +133,39 @@ struct Message<'a> {
     notification: Option<PushNotification<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     data: &'a BTreeMap<String, String>,
+    android: AndroidConfig,
+    apns: PlatformHeaders<ApnsHeaders>,
+    webpush: PlatformHeaders<WebpushHeaders>,
+}
+
+/// `message.android`: the collapse key, so a resent message replaces the first, and the TTL
+/// when the job gives one.
+#[derive(Serialize)]
+struct AndroidConfig {
+    collapse_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PlatformHeaders<H> {
+    headers: H,
+}
+
+/// Headers FCM passes on to APNs for iOS devices.
+#[derive(Serialize)]
+struct ApnsHeaders {
+    #[serde(rename = "apns-collapse-id")]
+    collapse_id: String,
+}
+
+/// Headers FCM passes on to the browser's push service.
+#[derive(Serialize)]
+struct WebpushHeaders {
+    #[serde(rename = "Topic")]
+    topic: String,
+    #[serde(rename = "TTL", skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -134,16 +177,32 @@ struct PushNotification<'a> {
 }
 
 impl<'a> SendBody<'a> {
-    fn new(push: &'a PushMessage) -> SendBody<'a> {
+    fn new(push: &'a PushMessage, token: &'a DeviceToken, job_id: &JobId) -> SendBody<'a> {
         let title = push.title.as_deref();
         let body = push.body.as_deref();
         let notification =
             (title.is_some() || body.is_some()).then_some(PushNotification { title, body });
+        let collapse_key = dedupe::collapse_key(job_id, ChannelKind::Push);
         SendBody {
             message: Message {
-                token: push.token.expose(),
+                token: token.expose(),
                 notification,
                 data: &push.data,
+                android: AndroidConfig {
+                    collapse_key: collapse_key.clone(),
+                    ttl: push.ttl_secs.map(|ttl| format!("{ttl}s")),
+                },
+                apns: PlatformHeaders {
+                    headers: ApnsHeaders {
+                        collapse_id: collapse_key.clone(),
+                    },
+                },
+                webpush: PlatformHeaders {
+                    headers: WebpushHeaders {
+                        topic: collapse_key,
+                        ttl: push.ttl_secs.map(|ttl| ttl.to_string()),
+                    },
+                },
             },
         }
     }
@@ -471,16 +530,48 @@ mod tests {
 
     #[test]
     fn notification_is_omitted_without_title_or_body() {
+        let token = DeviceToken::parse("token", "device-token-1").unwrap();
         let push = PushMessage {
-            token: crate::job::DeviceToken::parse("token", "device-token-1").unwrap(),
+            target: PushTarget::Fcm(token.clone()),
             title: None,
             body: None,
             data: BTreeMap::from([("order".to_owned(), "42".to_owned())]),
+            ttl_secs: None,
+            apns: Default::default(),
         };
-        let body = serde_json::to_value(SendBody::new(&push)).unwrap();
+        let job_id = JobId::parse("order-42").unwrap();
+        let body = serde_json::to_value(SendBody::new(&push, &token, &job_id)).unwrap();
+        let message = &body["message"];
+        assert_eq!(message["token"], "device-token-1");
+        assert_eq!(message["data"], json!({"order": "42"}));
+        assert!(message.get("notification").is_none(), "{body}");
+    }
+
+    #[test]
+    fn collapse_keys_derive_from_job_and_channel() {
+        let token = DeviceToken::parse("token", "device-token-1").unwrap();
+        let push = PushMessage {
+            target: PushTarget::Fcm(token.clone()),
+            title: Some("Shipped".to_owned()),
+            body: None,
+            data: BTreeMap::new(),
+            ttl_secs: Some(600),
+            apns: Default::default(),
+        };
+        let job_id = JobId::parse("order-42").unwrap();
+        let key = dedupe::collapse_key(&job_id, ChannelKind::Push);
+
+        let body = serde_json::to_value(SendBody::new(&push, &token, &job_id)).unwrap();
+
+        let message = &body["message"];
         assert_eq!(
-            body,
-            json!({"message": {"token": "device-token-1", "data": {"order": "42"}}})
+            message["android"],
+            json!({"collapse_key": key, "ttl": "600s"})
+        );
+        assert_eq!(message["apns"]["headers"]["apns-collapse-id"], key.as_str());
+        assert_eq!(
+            message["webpush"]["headers"],
+            json!({"Topic": key, "TTL": "600"})
         );
     }
 }
