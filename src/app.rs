@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::admin::AdminServer;
 use crate::broker::{self, Publisher};
 use crate::config::{ConfigError, Settings};
+use crate::events::EventPublisher;
 use crate::handler::{JobHandler, LedgerGate};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -21,6 +22,7 @@ use crate::redelivery::RedeliveryPolicy;
 use crate::retry::RetryPolicy;
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
+use crate::suppression::SuppressionPolicy;
 
 /// A failure that stops Herald at start.
 #[derive(Debug, thiserror::Error)]
@@ -168,8 +170,15 @@ impl Daemon {
             policy: RetryPolicy::new(&self.settings.retry, &self.settings.limits),
             redelivery: RedeliveryPolicy::new(&self.settings.retry),
             metrics: self.metrics.clone(),
+            events: EventPublisher::new(
+                publisher.clone(),
+                config,
+                &self.settings.events,
+                self.metrics.clone(),
+            ),
             publisher,
             broker: config.clone(),
+            suppression: SuppressionPolicy::new(&self.settings.suppression),
         });
 
         // Consumers paused for the ledger stay open, so their jobs can still be acknowledged.

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::retry::{RetryPolicy, send_with_retries};
 use crate::routes::Routes;
+use crate::suppression::SuppressionPolicy;
 
 /// The final outcome of one channel of a job.
 #[derive(Debug)]
@@ -33,6 +34,9 @@ pub enum ChannelOutcome {
     InProgress,
     /// The ledger could not be reached, so the channel was not sent.
     LedgerUnavailable(String),
+    /// The recipient is in the suppression table and skipping is on, so the channel was
+    /// not sent. Final: it is neither retried nor dead-lettered.
+    Suppressed,
 }
 
 impl ChannelOutcome {
@@ -53,6 +57,7 @@ impl ChannelOutcome {
             ChannelOutcome::AlreadySettled(_) => "already_settled",
             ChannelOutcome::InProgress => "in_progress",
             ChannelOutcome::LedgerUnavailable(_) => "ledger_unavailable",
+            ChannelOutcome::Suppressed => "suppressed",
         }
     }
 
@@ -82,6 +87,7 @@ pub struct FanOut<'a> {
     pub policy: &'a RetryPolicy,
     pub ledger: &'a Ledger,
     pub metrics: &'a Metrics,
+    pub suppression: SuppressionPolicy,
 }
 
 /// Sends every channel of `job` concurrently and returns one report per channel. Each
@@ -106,6 +112,7 @@ async fn send_channel(
         policy,
         ledger,
         metrics,
+        suppression,
     } = *context;
     let notification = match request {
         ChannelRequest::Known(notification) => notification,
@@ -130,6 +137,14 @@ async fn send_channel(
 
     let provider = route.provider_name.to_string();
     let span = info_span!("send", channel, provider = %provider, recipient = %notification.masked_recipient());
+    let suppressed = match suppression
+        .screen(ledger, notification, expired)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(suppressed) => suppressed,
+        Err(outcome) => return finish(metrics, channel, Some(provider), 0, outcome),
+    };
     let claim = ledger
         .claim(&job.id, &provider, Recipient::from(notification))
         .instrument(span.clone())
@@ -141,6 +156,16 @@ async fn send_channel(
     if expired {
         info!(parent: &span, "job expired before sending; channel not sent");
         let report = finish(metrics, channel, Some(provider), 0, ChannelOutcome::Expired);
+        return report.with_claim(token);
+    }
+    if suppressed {
+        let report = finish(
+            metrics,
+            channel,
+            Some(provider),
+            0,
+            ChannelOutcome::Suppressed,
+        );
         return report.with_claim(token);
     }
 
@@ -322,8 +347,8 @@ fn finish(
 }
 
 /// Summarises a job's channel reports as one bounded label: `delivered` when every channel
-/// was, `expired` when every channel expired, `failed` when none was delivered, and
-/// `partial` otherwise.
+/// was, `expired` when every channel expired, `suppressed` when every channel was
+/// suppressed, `failed` when none was delivered, and `partial` otherwise.
 pub fn job_outcome(reports: &[ChannelReport]) -> &'static str {
     let delivered = reports.iter().filter(|r| r.outcome.is_delivered()).count();
     if delivered == reports.len() {
@@ -335,6 +360,13 @@ pub fn job_outcome(reports: &[ChannelReport]) -> &'static str {
         )
     }) {
         "expired"
+    } else if reports.iter().all(|r| {
+        matches!(
+            r.outcome,
+            ChannelOutcome::Suppressed | ChannelOutcome::AlreadySettled(DeliveryState::Suppressed)
+        )
+    }) {
+        "suppressed"
     } else if delivered == 0 {
         "failed"
     } else {

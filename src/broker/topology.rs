@@ -8,8 +8,8 @@ use lapin::{Channel, ExchangeKind};
 use super::headers::insert_text;
 use crate::config::{BrokerConfig, QueueType};
 
-/// Declares the work exchange and queue, the dead-letter exchange and queue, and the delay
-/// exchange with one queue per delay tier.
+/// Declares the work exchange and queue, the dead-letter exchange and queue, the delay
+/// exchange with one queue per delay tier, and the events exchange unless it is turned off.
 ///
 /// The work queue dead-letters to the dead-letter exchange. On a quorum queue it also
 /// carries a delivery limit, and dead-letters at least once: RabbitMQ keeps a message until
@@ -76,11 +76,22 @@ pub async fn declare(
         .await?;
 
     declare_delay_queues(channel, config, delay_tiers).await?;
+    if !config.events_exchange.is_empty() {
+        channel
+            .exchange_declare(
+                config.events_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+    }
 
     tracing::info!(
         exchange = %config.exchange,
         queue = %config.queue,
         dead_letter_queue = %config.dead_letter_queue,
+        events_exchange = %config.events_exchange,
         "declared topology"
     );
     Ok(())

@@ -19,8 +19,9 @@ pub use ledger::{LedgerConfig, MIN_RECIPIENT_HASH_KEY_BYTES, mask_ledger_url};
 pub use providers::{FcmConfig, ProviderConfig, RateLimitConfig, SendgridConfig, TwilioConfig};
 pub use secret::{REDACTED, Secret};
 pub use sections::{
-    AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
-    PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
+    AdminConfig, BrokerConfig, ChannelsConfig, EventsConfig, HttpConfig, LimitsConfig, LogConfig,
+    LogFormat, PoolConfig, QueueType, RetryConfig, ShutdownConfig, SuppressionConfig,
+    mask_password,
 };
 
 use crate::job::ChannelKind;
@@ -44,6 +45,8 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     pub channels: ChannelsConfig,
     pub ledger: LedgerConfig,
+    pub suppression: SuppressionConfig,
+    pub events: EventsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
@@ -80,6 +83,8 @@ struct RawSettings {
     shutdown: ShutdownConfig,
     channels: ChannelsConfig,
     ledger: LedgerConfig,
+    suppression: SuppressionConfig,
+    events: EventsConfig,
     #[serde(default)]
     providers: BTreeMap<String, config::Value>,
 }
@@ -136,6 +141,8 @@ impl Settings {
             shutdown: raw.shutdown,
             channels: raw.channels,
             ledger: raw.ledger,
+            suppression: raw.suppression,
+            events: raw.events,
             providers,
         })
     }

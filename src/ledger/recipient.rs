@@ -37,7 +37,9 @@ impl<'a> Recipient<'a> {
         }
     }
 
-    pub(super) fn expose(self) -> &'a str {
+    /// Returns the recipient itself, for hashing and for the events that hand it back to
+    /// the producer that sent it.
+    pub fn expose(self) -> &'a str {
         match self {
             Recipient::Email(address) => address.expose(),
             Recipient::Sms(number) => number.expose(),
