@@ -224,3 +224,146 @@ fn channel_outcome(
 fn to_json(event: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(event).expect("events serialize to JSON")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Delivered, SendError};
+    use crate::suppression::invalid_channels;
+
+    fn job() -> Job {
+        let body = serde_json::json!({
+            "id": "job-7",
+            "channels": {
+                "sms": {"to": "+15555550123", "body": "Your code is 123456"},
+                "email": {"to": "ada@example.com", "subject": "Hi", "text": "Hello"},
+            }
+        });
+        Job::parse(body.to_string().as_bytes(), 1 << 20).unwrap()
+    }
+
+    fn report(channel: &str, provider: &str, outcome: ChannelOutcome) -> ChannelReport {
+        ChannelReport {
+            channel: channel.to_owned(),
+            provider: Some(provider.to_owned()),
+            attempts: 1,
+            outcome,
+            claim: None,
+        }
+    }
+
+    fn invalid_number() -> SendError {
+        SendError::permanent("The 'To' number is not a valid phone number.")
+            .with_status(400)
+            .with_code("21211")
+            .recipient_invalid()
+    }
+
+    fn parse(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(body).unwrap()
+    }
+
+    #[test]
+    fn recipient_invalid_event_carries_recipient() {
+        let job = job();
+        let reports = [report(
+            "sms",
+            "twilio",
+            ChannelOutcome::Failed(invalid_number()),
+        )];
+        let follow_ups = [Some(FollowUp::DeadLetter {
+            reason: "permanent",
+        })];
+        let invalid = invalid_channels(&job, &reports, &follow_ups);
+        assert_eq!(invalid.len(), 1);
+
+        let (label, routing_key, body) =
+            recipient_invalid(&job, &invalid[0], "2026-01-02T03:04:05+00:00");
+        assert_eq!(label, "recipient_invalid");
+        assert_eq!(routing_key, "recipient.invalid.sms");
+        let event = parse(&body);
+        assert_eq!(event["type"], "recipient.invalid");
+        assert_eq!(event["job_id"], "job-7");
+        assert_eq!(event["provider"], "twilio");
+        assert_eq!(event["provider_code"], "21211");
+        assert_eq!(event["http_status"], 400);
+        assert_eq!(event["recipient"], "+15555550123");
+        assert_eq!(event["occurred_at"], "2026-01-02T03:04:05+00:00");
+    }
+
+    #[test]
+    fn retrying_failure_is_not_invalid_yet() {
+        let job = job();
+        let reports = [report(
+            "sms",
+            "twilio",
+            ChannelOutcome::Failed(invalid_number()),
+        )];
+        let follow_ups = [Some(FollowUp::Retry {
+            tier_secs: 5,
+            round: 2,
+        })];
+        assert!(invalid_channels(&job, &reports, &follow_ups).is_empty());
+    }
+
+    #[test]
+    fn other_failures_are_not_invalid() {
+        let job = job();
+        let reports = [report(
+            "sms",
+            "twilio",
+            ChannelOutcome::Failed(SendError::permanent("geo permission")),
+        )];
+        let follow_ups = [Some(FollowUp::DeadLetter {
+            reason: "permanent",
+        })];
+        assert!(invalid_channels(&job, &reports, &follow_ups).is_empty());
+    }
+
+    #[test]
+    fn outcome_event_has_channel_and_outcome_key() {
+        let job = job();
+        let delivered = report(
+            "email",
+            "sendgrid",
+            ChannelOutcome::Delivered(Delivered {
+                message_id: Some("sg-1".to_owned()),
+                status: 202,
+            }),
+        );
+        let (label, routing_key, body) = channel_outcome(&job, 1, &delivered, None, "now");
+        assert_eq!(label, "channel_outcome");
+        assert_eq!(routing_key, "email.delivered");
+        let event = parse(&body);
+        assert_eq!(event["type"], "channel.outcome");
+        assert_eq!(event["outcome"], "delivered");
+        assert_eq!(event["provider_message_id"], "sg-1");
+        assert_eq!(event["follow_up"], serde_json::Value::Null);
+        assert!(event.get("recipient").is_none());
+    }
+
+    #[test]
+    fn outcome_event_names_follow_up() {
+        let job = job();
+        let failed = report("sms", "twilio", ChannelOutcome::Failed(invalid_number()));
+        let dead_letter = FollowUp::DeadLetter {
+            reason: "permanent",
+        };
+        let (_, routing_key, body) = channel_outcome(&job, 2, &failed, Some(&dead_letter), "now");
+        assert_eq!(routing_key, "sms.permanent");
+        let event = parse(&body);
+        assert_eq!(event["follow_up"], "dead_letter");
+        assert_eq!(event["delivery_attempt"], 2);
+        assert_eq!(event["provider_code"], "21211");
+    }
+
+    #[test]
+    fn unknown_channel_key_is_bounded() {
+        let job = job();
+        let mut unknown = report("fax.v2", "none", ChannelOutcome::UnknownChannel);
+        unknown.provider = None;
+        let (_, routing_key, body) = channel_outcome(&job, 1, &unknown, None, "now");
+        assert_eq!(routing_key, "unknown.unknown_channel");
+        assert_eq!(parse(&body)["channel"], "fax.v2");
+    }
+}

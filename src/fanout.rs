@@ -373,3 +373,36 @@ pub fn job_outcome(reports: &[ChannelReport]) -> &'static str {
         "partial"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: ChannelOutcome) -> ChannelReport {
+        ChannelReport {
+            channel: "sms".into(),
+            provider: Some("twilio".into()),
+            attempts: 0,
+            outcome,
+            claim: None,
+        }
+    }
+
+    #[test]
+    fn all_suppressed_job_is_suppressed() {
+        let reports = [
+            report(ChannelOutcome::Suppressed),
+            report(ChannelOutcome::AlreadySettled(DeliveryState::Suppressed)),
+        ];
+        assert_eq!(job_outcome(&reports), "suppressed");
+    }
+
+    #[test]
+    fn suppressed_beside_delivered_is_partial() {
+        let reports = [
+            report(ChannelOutcome::Suppressed),
+            report(ChannelOutcome::AlreadyDelivered),
+        ];
+        assert_eq!(job_outcome(&reports), "partial");
+    }
+}

@@ -186,6 +186,12 @@ mod tests {
     }
 
     #[test]
+    fn suppressed_needs_nothing() {
+        let suppressed = report(ChannelOutcome::Suppressed);
+        assert_eq!(policy().follow_up(&suppressed, 1), None);
+    }
+
+    #[test]
     fn permanent_failure_is_dead_lettered() {
         let follow_up = policy().follow_up(&failed(ErrorClass::Permanent, None), 1);
         assert_eq!(
