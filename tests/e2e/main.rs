@@ -18,4 +18,5 @@ mod recovery;
 mod redelivery;
 mod retry;
 mod shutdown;
+mod suppression;
 mod topology;
