@@ -80,7 +80,7 @@ async fn invalid_number_is_suppressed_and_announced() {
     topology.bind_events("recipient.invalid.#").await;
 
     let invalid = job("invalid-1", 7, &["email", "sms"]);
-    topology.publish_jobs(&[invalid.clone()]).await;
+    topology.publish_jobs(std::slice::from_ref(&invalid)).await;
     herald
         .wait_for_metric(
             "herald_jobs_completed_total",
