@@ -163,6 +163,14 @@ impl Daemon {
         let publisher = Publisher::open(&publish_connection)
             .await
             .map_err(|error| lost("failed to open the publishing channel", error))?;
+        broker::check_events_exchange(&publish_connection, config)
+            .await
+            .map_err(|error| {
+                lost(
+                    "the events exchange is missing; create it as a durable topic exchange, or set broker.events_exchange to \"\" to turn events off",
+                    error,
+                )
+            })?;
         let handler = Arc::new(JobHandler {
             routes: self.routes.clone(),
             ledger: self.ledger.clone(),

@@ -231,6 +231,8 @@ mod tests {
     use crate::providers::{Delivered, SendError};
     use crate::suppression::invalid_channels;
 
+    const NOW: &str = "2026-01-02T03:04:05+00:00";
+
     fn job() -> Job {
         let body = serde_json::json!({
             "id": "job-7",
@@ -259,8 +261,21 @@ mod tests {
             .recipient_invalid()
     }
 
+    /// Parses an event and checks it against `docs/events.schema.json`.
     fn parse(body: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(body).unwrap()
+        let text = include_str!("../docs/events.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the events schema compiles");
+        let event: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&event)
+            .map(|error| error.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{event} breaks the schema: {errors:?}");
+        event
     }
 
     #[test]
@@ -277,8 +292,7 @@ mod tests {
         let invalid = invalid_channels(&job, &reports, &follow_ups);
         assert_eq!(invalid.len(), 1);
 
-        let (label, routing_key, body) =
-            recipient_invalid(&job, &invalid[0], "2026-01-02T03:04:05+00:00");
+        let (label, routing_key, body) = recipient_invalid(&job, &invalid[0], NOW);
         assert_eq!(label, "recipient_invalid");
         assert_eq!(routing_key, "recipient.invalid.sms");
         let event = parse(&body);
@@ -288,7 +302,7 @@ mod tests {
         assert_eq!(event["provider_code"], "21211");
         assert_eq!(event["http_status"], 400);
         assert_eq!(event["recipient"], "+15555550123");
-        assert_eq!(event["occurred_at"], "2026-01-02T03:04:05+00:00");
+        assert_eq!(event["occurred_at"], NOW);
     }
 
     #[test]
@@ -331,7 +345,7 @@ mod tests {
                 status: 202,
             }),
         );
-        let (label, routing_key, body) = channel_outcome(&job, 1, &delivered, None, "now");
+        let (label, routing_key, body) = channel_outcome(&job, 1, &delivered, None, NOW);
         assert_eq!(label, "channel_outcome");
         assert_eq!(routing_key, "email.delivered");
         let event = parse(&body);
@@ -349,7 +363,7 @@ mod tests {
         let dead_letter = FollowUp::DeadLetter {
             reason: "permanent",
         };
-        let (_, routing_key, body) = channel_outcome(&job, 2, &failed, Some(&dead_letter), "now");
+        let (_, routing_key, body) = channel_outcome(&job, 2, &failed, Some(&dead_letter), NOW);
         assert_eq!(routing_key, "sms.permanent");
         let event = parse(&body);
         assert_eq!(event["follow_up"], "dead_letter");
@@ -362,7 +376,7 @@ mod tests {
         let job = job();
         let mut unknown = report("fax.v2", "none", ChannelOutcome::UnknownChannel);
         unknown.provider = None;
-        let (_, routing_key, body) = channel_outcome(&job, 1, &unknown, None, "now");
+        let (_, routing_key, body) = channel_outcome(&job, 1, &unknown, None, NOW);
         assert_eq!(routing_key, "unknown.unknown_channel");
         assert_eq!(parse(&body)["channel"], "fax.v2");
     }

@@ -3,7 +3,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use super::headers::insert_text;
 use crate::config::{BrokerConfig, QueueType};
@@ -152,6 +152,32 @@ async fn declare_delay_queues(
             .await?;
     }
     Ok(())
+}
+
+/// Checks that the events exchange exists when Herald does not declare it. A publish to a
+/// missing exchange would close the publishing channel, which every follow-up shares, so
+/// the check runs on a channel of its own before consuming starts.
+pub async fn check_events_exchange(
+    connection: &Connection,
+    config: &BrokerConfig,
+) -> Result<(), lapin::Error> {
+    if config.declare_topology || config.events_exchange.is_empty() {
+        return Ok(());
+    }
+    let channel = connection.create_channel().await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            config.events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        )
+        .await?;
+    channel.close(200, "checked".into()).await
 }
 
 fn work_queue_arguments(config: &BrokerConfig) -> FieldTable {

@@ -296,3 +296,58 @@ async fn outcome_events_carry_channel_and_outcome() {
     assert_eq!(email["attempts"], 1);
     topology.delete().await;
 }
+
+#[tokio::test]
+async fn missing_events_exchange_keeps_herald_unready() {
+    let fixture = Fixture::new("events-missing").await;
+    let first = fixture.start(&[]).await;
+    assert_eq!(first.stop().await, 0);
+    let connection = broker().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            fixture.topology.events_exchange.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+
+    let mut env = fixture.topology.env();
+    env.extend(fixture.providers.env());
+    env.push(env_pair("HERALD__BROKER__DECLARE_TOPOLOGY", "false"));
+    env.push(env_pair("HERALD__ADMIN__LISTEN", "127.0.0.1:0"));
+    env.push(env_pair("HERALD__LOG__FORMAT", "json"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("run")
+        .env_clear()
+        .envs(env)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut error = None;
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next_line())
+        .await
+        .expect("no log line in time")
+    {
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_ne!(
+            message(&value),
+            "consuming",
+            "consumed without the events exchange"
+        );
+        if message(&value) == "broker session ended; reconnecting" {
+            error = value["error.message"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let error = error.expect("the session ended");
+    assert!(error.contains("events exchange is missing"), "{error}");
+    assert!(error.contains("NOT_FOUND"), "{error}");
+    child.kill().await.unwrap();
+    fixture.topology.delete().await;
+}
