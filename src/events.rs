@@ -27,8 +27,8 @@ const RECIPIENT_INVALID: (&str, &str) = ("recipient_invalid", "recipient.invalid
 /// `event` label and `type` field of a channel-outcome event.
 const CHANNEL_OUTCOME: (&str, &str) = ("channel_outcome", "channel.outcome");
 
-/// A provider reported the recipient of a channel invalid. The recipient is included
-/// because the producer that sent it needs it to stop using it.
+/// The event published when a provider reports a channel's recipient as invalid. It
+/// includes the recipient because the producer that sent it needs it to stop using it.
 #[derive(Debug, Serialize)]
 struct RecipientInvalidEvent<'a> {
     #[serde(rename = "type")]
@@ -64,7 +64,7 @@ struct ChannelOutcomeEvent<'a> {
     occurred_at: &'a str,
 }
 
-/// Publishes a delivery's events. Shared by all workers of a broker session.
+/// The publisher of delivery events, shared by all workers of a broker session.
 pub struct EventPublisher {
     publisher: Publisher,
     exchange: String,

@@ -153,8 +153,8 @@ impl JobHandler {
             self.requeue(delivery).await;
             return false;
         }
-        // Events go out before the ledger settles the channels: a redelivery that finds a
-        // channel settled then knows that its events were confirmed.
+        // Events go out before the ledger settles the channels, so a channel that a
+        // redelivery finds settled had its events confirmed.
         let invalid = suppression::invalid_channels(job, reports, follow_ups);
         if let Err(error) = self
             .events

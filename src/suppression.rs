@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::providers::SendError;
 use crate::redelivery::FollowUp;
 
-/// Whether the fan-out skips suppressed recipients, from `[suppression]`.
+/// The `[suppression]` settings that the fan-out applies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SuppressionPolicy {
     pub skip: bool,

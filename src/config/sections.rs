@@ -308,8 +308,8 @@ impl ShutdownConfig {
     }
 }
 
-/// The `[suppression]` section: what Herald does with recipients a provider reported as
-/// invalid. They are recorded in the ledger's suppression table either way.
+/// The `[suppression]` section, which sets what Herald does with recipients a provider
+/// reported as invalid. They are recorded in the ledger's suppression table either way.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressionConfig {
@@ -317,7 +317,8 @@ pub struct SuppressionConfig {
     pub skip: bool,
 }
 
-/// The `[events]` section: which delivery events go to `broker.events_exchange`.
+/// The `[events]` section, which selects the delivery events sent to
+/// `broker.events_exchange`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {

@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Makes Twilio answer every message with error 21211, as it does for a `To` number that
+/// Makes Twilio reject every message with error 21211, as it does for a `To` number that
 /// is not a valid phone number.
 async fn reject_numbers(providers: &Providers) {
     Mock::given(method("POST"))
