@@ -105,4 +105,10 @@ impl Publisher {
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
+
+    /// Returns whether the channel is open. RabbitMQ closes it after a publish to an
+    /// exchange that does not exist, and every later publish on it fails.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
 }

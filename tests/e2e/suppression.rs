@@ -351,3 +351,117 @@ async fn missing_events_exchange_keeps_herald_unready() {
     child.kill().await.unwrap();
     fixture.topology.delete().await;
 }
+
+#[tokio::test]
+async fn unconfirmed_event_holds_the_ack() {
+    let fixture = Fixture::new("events-unconfirmed").await;
+    let topology = &fixture.topology;
+    reject_numbers(&fixture.providers).await;
+    let settings = [
+        ("HERALD__RETRY__IN_PLACE_ATTEMPTS", "1"),
+        ("HERALD__HTTP__REQUEST_TIMEOUT_MS", "3000"),
+        ("HERALD__LIMITS__MAX_PERMIT_WAIT_SECS", "1"),
+        ("HERALD__LEDGER__SENDING_RECLAIM_SECS", "5"),
+    ];
+    let herald = fixture.start(&settings).await;
+    // A publish to a missing exchange fails and closes the publishing channel.
+    let connection = broker().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            topology.events_exchange.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+
+    let invalid = job("unconfirmed-1", 7, &["sms"]);
+    topology.publish_jobs(std::slice::from_ref(&invalid)).await;
+    herald
+        .wait_for_metric(
+            "herald_event_publish_failures_total",
+            &[("event", "recipient_invalid")],
+            1.0,
+            WAIT,
+        )
+        .await;
+    wait_for_consuming_again(&herald).await;
+    let ended = herald
+        .wait_for_log(WAIT, |line| {
+            message(line) == "broker session ended; reconnecting"
+        })
+        .await;
+    let reason = ended["error.message"].as_str().unwrap_or_default();
+    assert!(reason.contains("publishing channel was closed"), "{ended}");
+    topology.bind_events("recipient.invalid.#").await;
+
+    // The requeued delivery takes the stale claim over, sends again and publishes the event.
+    let events = wait_for_events(topology).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].routing_key, "recipient.invalid.sms");
+    let event: serde_json::Value = serde_json::from_slice(&events[0].body).unwrap();
+    assert_eq!(event["job_id"], "unconfirmed-1");
+    assert_eq!(event["recipient"], sms_recipient(&invalid).as_str());
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "failed")],
+            1.0,
+            WAIT,
+        )
+        .await;
+    let metrics = herald.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_events_published_total",
+            &[("event", "recipient_invalid")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        fixture.providers.sms_requests().await.len(),
+        2,
+        "the channel is sent again after its claim went stale"
+    );
+    assert_eq!(herald.stop().await, 0);
+    assert_eventually_waiting(topology, 0).await;
+    assert_eq!(suppressions(topology).await.len(), 1);
+    assert_eq!(
+        states(topology, "unconfirmed-1").await,
+        pairs(&[("sms", "dead_lettered")])
+    );
+    topology.delete().await;
+}
+
+/// Waits until Herald has started consuming a second time, after a lost session.
+async fn wait_for_consuming_again(herald: &RunningHerald) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let logs = herald.logs();
+        let consuming = logs.iter().filter(|line| message(line) == "consuming");
+        if consuming.count() >= 2 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Herald did not consume again; log:\n{}",
+            herald.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the events queue holds at least one event, and takes every event in it.
+async fn wait_for_events(topology: &Topology) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while topology.depth(&topology.events_queue).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event arrived within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    topology.drain(&topology.events_queue).await
+}
