@@ -136,6 +136,89 @@ async fn invalid_number_is_suppressed_and_announced() {
 }
 
 #[tokio::test]
+async fn unregistered_token_is_suppressed_and_announced() {
+    let fixture = Fixture::new("suppression-push").await;
+    let topology = &fixture.topology;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/projects/{FCM_PROJECT}/messages:send")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+            "error": {
+                "code": 404,
+                "message": "Requested entity was not found.",
+                "status": "NOT_FOUND",
+                "details": [{
+                    "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                    "errorCode": "UNREGISTERED"
+                }]
+            }
+        })))
+        .with_priority(1)
+        .mount(&fixture.providers.fcm)
+        .await;
+    let herald = fixture
+        .start(&[("HERALD__SUPPRESSION__SKIP", "true")])
+        .await;
+    topology.bind_events("recipient.invalid.push").await;
+
+    let unregistered = job("unregistered-1", 4, &["push"]);
+    topology
+        .publish_jobs(std::slice::from_ref(&unregistered))
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_suppressions_recorded_total",
+            &[("channel", "push"), ("provider", "fcm")],
+            1.0,
+            WAIT,
+        )
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "failed")],
+            1.0,
+            WAIT,
+        )
+        .await;
+    topology
+        .publish_jobs(&[job("unregistered-2", 4, &["push"])])
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "suppressed")],
+            1.0,
+            WAIT,
+        )
+        .await;
+    assert_eq!(fixture.providers.push_requests().await.len(), 1);
+    assert_eq!(herald.stop().await, 0);
+
+    assert_eq!(
+        suppressions(topology).await,
+        [(
+            "push".to_owned(),
+            "fcm".to_owned(),
+            Some("UNREGISTERED".to_owned()),
+            1
+        )]
+    );
+    let events = topology.drain(&topology.events_queue).await;
+    assert_eq!(events.len(), 1, "one event, for the first job only");
+    let event: serde_json::Value = serde_json::from_slice(&events[0].body).unwrap();
+    assert_eq!(event["job_id"], "unregistered-1");
+    assert_eq!(event["provider_code"], "UNREGISTERED");
+    assert_eq!(event["http_status"], 404);
+    let token = unregistered["channels"]["push"]["token"].as_str().unwrap();
+    assert_eq!(event["recipient"], token);
+    assert_eq!(
+        states(topology, "unregistered-2").await,
+        pairs(&[("push", "suppressed")])
+    );
+    topology.delete().await;
+}
+
+#[tokio::test]
 async fn suppressed_recipient_is_skipped() {
     let fixture = Fixture::new("suppression-skip").await;
     let (topology, providers) = (&fixture.topology, &fixture.providers);
