@@ -536,7 +536,7 @@ async fn wait_for_consuming_again(herald: &RunningHerald) {
     }
 }
 
-/// Waits until the events queue holds at least one event, and takes every event in it.
+/// Waits until the events queue contains an event, then takes every event in it.
 async fn wait_for_events(topology: &Topology) -> Vec<Message> {
     let deadline = tokio::time::Instant::now() + WAIT;
     while topology.depth(&topology.events_queue).await == 0 {
