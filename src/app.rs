@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::admin::AdminServer;
 use crate::broker::{self, Publisher};
 use crate::config::{ConfigError, ProviderConfig, Settings};
+use crate::events::EventPublisher;
 use crate::handler::{JobHandler, LedgerGate};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -24,6 +25,7 @@ use crate::reload::CredentialReloader;
 use crate::retry::RetryPolicy;
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
+use crate::suppression::SuppressionPolicy;
 
 /// A failure that stops Herald at start.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +197,14 @@ impl Daemon {
         let publisher = Publisher::open(&publish_connection)
             .await
             .map_err(|error| lost("failed to open the publishing channel", error))?;
+        broker::check_events_exchange(&publish_connection, config)
+            .await
+            .map_err(|error| {
+                lost(
+                    "the events exchange is missing; create it as a durable topic exchange, or set broker.events_exchange to \"\" to turn events off",
+                    error,
+                )
+            })?;
         let handler = Arc::new(JobHandler {
             routes: self.routes.clone(),
             ledger: self.ledger.clone(),
@@ -202,8 +212,15 @@ impl Daemon {
             policy: RetryPolicy::new(&self.settings.retry, &self.settings.limits),
             redelivery: RedeliveryPolicy::new(&self.settings.retry),
             metrics: self.metrics.clone(),
+            events: EventPublisher::new(
+                publisher.clone(),
+                config,
+                &self.settings.events,
+                self.metrics.clone(),
+            ),
             publisher,
             broker: config.clone(),
+            suppression: SuppressionPolicy::new(&self.settings.suppression),
         });
 
         // Consumers paused for the ledger stay open, so their jobs can still be acknowledged.

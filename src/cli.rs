@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::job::JobId;
+use crate::job::{ChannelKind, JobId};
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a failure while running a command.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for invalid command-line usage, as clap itself exits.
+pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +52,45 @@ pub enum Command {
     /// Inspect or replay the dead-letter queue.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// List or lift suppressions of recipients that a provider reported as invalid.
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionCommand {
+    /// Print suppressed recipients, masked, the most recently seen first.
+    List(SuppressionListArgs),
+    /// Lift the suppression of one recipient, so its channel is sent again.
+    Remove(SuppressionRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SuppressionListArgs {
+    /// List only this channel: email, sms or push.
+    #[arg(long, value_name = "CHANNEL", value_parser = parse_channel)]
+    pub channel: Option<ChannelKind>,
+
+    /// Print at most this many rows.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SuppressionRemoveArgs {
+    /// Channel of the suppression: email, sms or push.
+    #[arg(long, value_name = "CHANNEL", value_parser = parse_channel)]
+    pub channel: ChannelKind,
+
+    /// The recipient exactly as jobs give it: an email address, an E.164 number or a
+    /// device token.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub recipient: String,
+}
+
+fn parse_channel(text: &str) -> Result<ChannelKind, String> {
+    ChannelKind::from_name(text)
+        .ok_or_else(|| format!("`{text}` is not a channel; use email, sms or push"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::providers::{Delivered, ErrorClass, SendError, SendRequest};
 use crate::retry::{RetryPolicy, send_with_retries};
 use crate::routes::Routes;
+use crate::suppression::SuppressionPolicy;
 
 /// The final outcome of one channel of a job.
 #[derive(Debug)]
@@ -33,6 +34,9 @@ pub enum ChannelOutcome {
     InProgress,
     /// The ledger could not be reached, so the channel was not sent.
     LedgerUnavailable(String),
+    /// The recipient is in the suppression table and skipping is on, so the channel was
+    /// not sent. Final: it is neither retried nor dead-lettered.
+    Suppressed,
 }
 
 impl ChannelOutcome {
@@ -49,6 +53,7 @@ impl ChannelOutcome {
             ChannelOutcome::AlreadySettled(_) => "already_settled",
             ChannelOutcome::InProgress => "in_progress",
             ChannelOutcome::LedgerUnavailable(_) => "ledger_unavailable",
+            ChannelOutcome::Suppressed => "suppressed",
         }
     }
 
@@ -78,6 +83,7 @@ pub struct FanOut<'a> {
     pub policy: &'a RetryPolicy,
     pub ledger: &'a Ledger,
     pub metrics: &'a Metrics,
+    pub suppression: SuppressionPolicy,
 }
 
 /// Sends every channel of `job` concurrently and returns one report per channel. Each
@@ -102,6 +108,7 @@ async fn send_channel(
         policy,
         ledger,
         metrics,
+        suppression,
     } = *context;
     let notification = match request {
         ChannelRequest::Known(notification) => notification,
@@ -128,6 +135,14 @@ async fn send_channel(
     // that made it, so the ledger ends with the one actually used.
     let preferred = route.preferred().provider_name.to_string();
     let span = info_span!("send", channel, provider = %preferred, recipient = %notification.masked_recipient());
+    let suppressed = match suppression
+        .screen(ledger, notification, expired)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(suppressed) => suppressed,
+        Err(outcome) => return finish(metrics, channel, Some(preferred), 0, outcome),
+    };
     let claim = ledger
         .claim(&job.id, &preferred, Recipient::from(notification))
         .instrument(span.clone())
@@ -144,6 +159,16 @@ async fn send_channel(
             Some(preferred),
             0,
             ChannelOutcome::Expired,
+        );
+        return report.with_claim(token);
+    }
+    if suppressed {
+        let report = finish(
+            metrics,
+            channel,
+            Some(preferred),
+            0,
+            ChannelOutcome::Suppressed,
         );
         return report.with_claim(token);
     }
@@ -328,8 +353,8 @@ fn finish(
 }
 
 /// Summarises a job's channel reports as one bounded label: `delivered` when every channel
-/// was, `expired` when every channel expired, `failed` when none was delivered, and
-/// `partial` otherwise.
+/// was, `expired` when every channel expired, `suppressed` when every channel was
+/// suppressed, `failed` when none was delivered, and `partial` otherwise.
 pub fn job_outcome(reports: &[ChannelReport]) -> &'static str {
     let delivered = reports.iter().filter(|r| r.outcome.is_delivered()).count();
     if delivered == reports.len() {
@@ -341,9 +366,49 @@ pub fn job_outcome(reports: &[ChannelReport]) -> &'static str {
         )
     }) {
         "expired"
+    } else if reports.iter().all(|r| {
+        matches!(
+            r.outcome,
+            ChannelOutcome::Suppressed | ChannelOutcome::AlreadySettled(DeliveryState::Suppressed)
+        )
+    }) {
+        "suppressed"
     } else if delivered == 0 {
         "failed"
     } else {
         "partial"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: ChannelOutcome) -> ChannelReport {
+        ChannelReport {
+            channel: "sms".into(),
+            provider: Some("twilio".into()),
+            attempts: 0,
+            outcome,
+            claim: None,
+        }
+    }
+
+    #[test]
+    fn all_suppressed_job_is_suppressed() {
+        let reports = [
+            report(ChannelOutcome::Suppressed),
+            report(ChannelOutcome::AlreadySettled(DeliveryState::Suppressed)),
+        ];
+        assert_eq!(job_outcome(&reports), "suppressed");
+    }
+
+    #[test]
+    fn suppressed_beside_delivered_is_partial() {
+        let reports = [
+            report(ChannelOutcome::Suppressed),
+            report(ChannelOutcome::AlreadyDelivered),
+        ];
+        assert_eq!(job_outcome(&reports), "partial");
     }
 }

@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::broker::{PublishError, Publisher, headers};
 use crate::config::BrokerConfig;
+use crate::events::EventPublisher;
 use crate::fanout::{ChannelOutcome, ChannelReport, FanOut, fan_out, job_outcome};
 use crate::job::{self, ChannelKind, Job, JobError, JobId};
 use crate::ledger::{LastError, Ledger, LedgerError, Outcome};
@@ -30,6 +31,7 @@ use crate::redelivery::{FollowUp, RedeliveryPolicy, single_channel_body};
 use crate::retry::{RetryPolicy, is_deferral};
 use crate::routes::Routes;
 use crate::shutdown::Shutdown;
+use crate::suppression::{self, InvalidChannel, SuppressionPolicy};
 
 /// Everything a worker needs to handle a delivery. Shared by all workers.
 pub struct JobHandler {
@@ -42,6 +44,8 @@ pub struct JobHandler {
     pub metrics: Arc<Metrics>,
     pub publisher: Publisher,
     pub broker: BrokerConfig,
+    pub suppression: SuppressionPolicy,
+    pub events: EventPublisher,
 }
 
 impl JobHandler {
@@ -87,6 +91,7 @@ impl JobHandler {
                 policy: &self.policy,
                 ledger: &self.ledger,
                 metrics: &self.metrics,
+                suppression: self.suppression,
             };
             let reports = fan_out(&job, &context).await;
             // Decided once: a delayed retry's tier is random, and the publish and the
@@ -104,7 +109,7 @@ impl JobHandler {
                 job_outcome(&reports)
             };
             let settled = self
-                .settle(delivery, &job.id, round, &reports, &follow_ups)
+                .settle(delivery, &job, round, &reports, &follow_ups)
                 .await;
             if settled {
                 info!(outcome, "job settled");
@@ -115,14 +120,15 @@ impl JobHandler {
         .await;
     }
 
-    /// Settles a delivery whose job was fanned out: publishes the follow-ups, records every
-    /// claimed channel's outcome in the ledger, then acknowledges. Returns whether the
-    /// delivery was acknowledged. Any failure before the acknowledgement requeues the
-    /// delivery whole, so a later delivery finishes the work.
+    /// Settles a delivery whose job was fanned out: publishes the follow-ups and then the
+    /// events, records invalid recipients and every claimed channel's outcome in the
+    /// ledger, then acknowledges. Returns whether the delivery was acknowledged. Any failure
+    /// before the acknowledgement requeues the delivery whole, so a later delivery finishes
+    /// the work.
     async fn settle(
         &self,
         delivery: &Delivery,
-        job_id: &JobId,
+        job: &Job,
         round: u32,
         reports: &[ChannelReport],
         follow_ups: &[Option<FollowUp>],
@@ -140,14 +146,29 @@ impl JobHandler {
         }
 
         if let Err(error) = self
-            .publish_follow_ups(delivery, job_id.as_str(), round, reports, follow_ups)
+            .publish_follow_ups(delivery, job.id.as_str(), round, reports, follow_ups)
             .await
         {
             error!(error.message = %error, "failed to publish a retry or dead letter; requeueing the job");
             self.requeue(delivery).await;
             return false;
         }
-        if let Err(error) = self.finish_claims(job_id, reports, follow_ups).await {
+        // Events go out before the ledger settles the channels, so a channel that a
+        // redelivery finds settled had its events confirmed.
+        let invalid = suppression::invalid_channels(job, reports, follow_ups);
+        if let Err(error) = self
+            .events
+            .publish(job, round, reports, follow_ups, &invalid)
+            .await
+        {
+            error!(error.message = %error, "failed to publish a delivery event; requeueing the job");
+            self.requeue(delivery).await;
+            return false;
+        }
+        if let Err(error) = self
+            .record_outcomes(job, reports, follow_ups, &invalid)
+            .await
+        {
             error!(error.message = %error, "failed to record outcomes in the ledger; requeueing the job");
             if error.is_unavailable() {
                 self.ledger_gate.close();
@@ -157,6 +178,19 @@ impl JobHandler {
             return false;
         }
         self.ack(delivery).await
+    }
+
+    /// Records invalid recipients in the suppression table, then the outcome of every
+    /// channel this delivery claimed.
+    async fn record_outcomes(
+        &self,
+        job: &Job,
+        reports: &[ChannelReport],
+        follow_ups: &[Option<FollowUp>],
+        invalid: &[InvalidChannel<'_>],
+    ) -> Result<(), LedgerError> {
+        suppression::record(&self.ledger, &self.metrics, &job.id, invalid).await?;
+        self.finish_claims(&job.id, reports, follow_ups).await
     }
 
     /// Records the outcome of every channel this delivery claimed.
@@ -395,6 +429,7 @@ fn ledger_outcome(report: &ChannelReport, follow_up: Option<&FollowUp>) -> Outco
             _ => Outcome::DeadLettered(LastError::from(error)),
         },
         ChannelOutcome::Expired => Outcome::Expired,
+        ChannelOutcome::Suppressed => Outcome::Suppressed,
         other => Outcome::Failed(LastError::new("transient", other.label())),
     }
 }

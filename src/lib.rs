@@ -15,6 +15,8 @@
 //!   provider for each attempt.
 //! - [`ledger`]: the PostgreSQL record of each (job, channel), claimed before sending so a
 //!   redelivered job never sends a channel twice.
+//! - [`suppression`]: recipients reported invalid, recorded and optionally skipped.
+//! - [`events`]: delivery events for producers, such as an invalid recipient.
 //! - [`retry`]: attempts within one delivery, with backoff and `Retry-After` hints.
 //! - [`limits`]: per-provider rate limits and in-flight caps.
 //! - [`providers`]: one adapter per provider API behind the `Provider` trait.
@@ -36,6 +38,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dead_letters;
+pub mod events;
 pub mod fanout;
 pub mod handler;
 pub mod job;
@@ -51,4 +54,5 @@ pub mod retry;
 pub mod routes;
 pub mod sandbox;
 pub mod shutdown;
+pub mod suppression;
 pub mod telemetry;

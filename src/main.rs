@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use herald::app::Herald;
-use herald::cli::{Cli, Command, DeadCommand, EXIT_CONFIG, EXIT_FAILURE, PublishArgs, StatusArgs};
+use herald::cli::{
+    Cli, Command, DeadCommand, EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE, PublishArgs, StatusArgs,
+    SuppressionCommand,
+};
 use herald::config::Settings;
 use herald::dead_letters::{self, ReplayFilter};
 use herald::ledger::{self, Ledger};
@@ -56,6 +59,54 @@ async fn execute(command: Command, settings: Settings) -> ExitCode {
         Command::Migrate => migrate_ledger(settings).await,
         Command::Status(args) => ledger_status(args, settings).await,
         Command::Dead(command) => dead(command, settings).await,
+        Command::Suppression(command) => suppression(command, settings).await,
+    }
+}
+
+async fn suppression(command: SuppressionCommand, settings: Settings) -> ExitCode {
+    let ledger = match open_ledger(&settings).await {
+        Ok(ledger) => ledger,
+        Err(code) => return code,
+    };
+    let code = match command {
+        SuppressionCommand::List(args) => match ledger.suppressions(args.channel, args.limit).await
+        {
+            Ok(rows) => {
+                print!("{}", ledger::render_suppressions(&rows));
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        SuppressionCommand::Remove(args) => {
+            match herald::suppression::lift(&ledger, args.channel, &args.recipient).await {
+                Ok(true) => {
+                    println!("removed the {} suppression of the recipient", args.channel);
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(&format!(
+                    "no {} suppression of that recipient; nothing removed",
+                    args.channel
+                )),
+                Err(error) => {
+                    eprintln!("herald: {error}");
+                    ExitCode::from(lift_exit_code(&error))
+                }
+            }
+        }
+    };
+    ledger.close().await;
+    code
+}
+
+/// Maps a failed `suppression remove` to an exit code: 2 for a recipient that is not valid
+/// for the channel, as for any invalid argument, and 78 for a missing hash key.
+fn lift_exit_code(error: &herald::suppression::LiftError) -> u8 {
+    use herald::ledger::LedgerError;
+    use herald::suppression::LiftError;
+    match error {
+        LiftError::InvalidRecipient(_) => EXIT_USAGE,
+        LiftError::Ledger(LedgerError::Config(_)) => EXIT_CONFIG,
+        LiftError::Ledger(_) => EXIT_FAILURE,
     }
 }
 

@@ -25,24 +25,26 @@ const WAIT_BUCKETS: &[f64] = &[
 ];
 
 /// Values of the `outcome` label of `herald_jobs_completed_total`.
-const JOB_OUTCOMES: [&str; 6] = [
+const JOB_OUTCOMES: [&str; 7] = [
     "delivered",
     "retrying",
     "partial",
     "failed",
     "expired",
     "poison",
+    "suppressed",
 ];
 /// Values of the `reason` label of `herald_poison_jobs_total`.
 const POISON_REASONS: [&str; 3] = ["invalid_json", "invalid_job", "too_large"];
 /// Values of the `outcome` label of `herald_channel_sends_total` for a routed channel.
 /// Channels that never reach a provider add `expired`, `not_configured` and `unknown_channel`.
-const CHANNEL_OUTCOMES: [&str; 5] = [
+const CHANNEL_OUTCOMES: [&str; 6] = [
     "delivered",
     "permanent",
     "transient",
     "rate_limited",
     "credentials",
+    "suppressed",
 ];
 /// Values of the `result` label of `herald_provider_requests_total`; all but `ok` are also
 /// the `reason` values of `herald_send_retries_total`.
@@ -59,6 +61,8 @@ const DELAYED_RETRY_REASONS: [&str; 3] = ["transient", "rate_limited", "deferred
 /// Values of the `reason` label of `herald_dead_letters_total` for one channel. Whole jobs
 /// are dead-lettered with channel `none` and a poison reason or `handler_panic`.
 const CHANNEL_DEAD_LETTER_REASONS: [&str; 3] = ["permanent", "credentials", "exhausted"];
+/// Values of the `event` label of the event counters.
+pub const EVENT_KINDS: [&str; 2] = ["recipient_invalid", "channel_outcome"];
 
 /// Breaker state changes that `herald_provider_circuit_transitions_total` starts at zero.
 const CIRCUIT_TRANSITIONS: [(CircuitState, CircuitState); 4] = [
@@ -81,6 +85,9 @@ pub struct Metrics {
     delayed_retries: IntCounterVec,
     dead_letters: IntCounterVec,
     possible_duplicates: IntCounterVec,
+    suppressions_recorded: IntCounterVec,
+    events_published: IntCounterVec,
+    event_publish_failures: IntCounterVec,
     rate_limit_wait: HistogramVec,
     provider_in_flight: IntGaugeVec,
     circuit_state: IntGaugeVec,
@@ -104,7 +111,7 @@ impl Metrics {
             ),
             jobs_completed: counter_vec(
                 "herald_jobs_completed_total",
-                "Deliveries of jobs settled, by outcome: delivered (every channel delivered), retrying (a channel goes to a delay queue), partial, failed, expired, poison.",
+                "Deliveries of jobs settled, by outcome: delivered (every channel delivered), retrying (a channel goes to a delay queue), partial, failed, expired, poison, suppressed (every channel suppressed).",
                 &["outcome"],
             ),
             poison_jobs: counter_vec(
@@ -147,6 +154,21 @@ impl Metrics {
                 "herald_possible_duplicates_total",
                 "Channels sent again after taking over a claim left in sending, by channel and provider. The earlier worker may have reached the provider, so each may be a duplicate.",
                 &["channel", "provider"],
+            ),
+            suppressions_recorded: counter_vec(
+                "herald_suppressions_recorded_total",
+                "Recipients recorded in the suppression table because the provider reported them invalid, by channel and provider. A redelivered job counts once.",
+                &["channel", "provider"],
+            ),
+            events_published: counter_vec(
+                "herald_events_published_total",
+                "Events confirmed by the broker on the events exchange, by event: recipient_invalid, channel_outcome.",
+                &["event"],
+            ),
+            event_publish_failures: counter_vec(
+                "herald_event_publish_failures_total",
+                "Events the broker did not confirm, by event. The delivery is requeued, so the event is published again.",
+                &["event"],
             ),
             rate_limit_wait: histogram_vec(
                 "herald_rate_limit_wait_seconds",
@@ -206,6 +228,10 @@ impl Metrics {
         for outcome in JOB_OUTCOMES {
             metrics.jobs_completed.with_label_values(&[outcome]);
         }
+        for event in EVENT_KINDS {
+            metrics.events_published.with_label_values(&[event]);
+            metrics.event_publish_failures.with_label_values(&[event]);
+        }
         for reason in POISON_REASONS {
             metrics.poison_jobs.with_label_values(&[reason]);
             metrics.dead_letters.with_label_values(&["none", reason]);
@@ -236,6 +262,8 @@ impl Metrics {
             self.dead_letters.with_label_values(&[channel, reason]);
         }
         self.possible_duplicates
+            .with_label_values(&[channel, provider]);
+        self.suppressions_recorded
             .with_label_values(&[channel, provider]);
         self.provider_request_duration
             .with_label_values(&[provider]);
@@ -275,12 +303,15 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(self.webhook_endpoints_disabled.clone()),
             Box::new(self.credential_reloads.clone()),
             Box::new(self.circuit_state.clone()),
             Box::new(self.circuit_transitions.clone()),
             Box::new(self.failovers.clone()),
+            Box::new(self.suppressions_recorded.clone()),
+            Box::new(self.events_published.clone()),
+            Box::new(self.event_publish_failures.clone()),
             Box::new(self.ledger_available.clone()),
             Box::new(self.possible_duplicates.clone()),
             Box::new(self.delayed_retries.clone()),
@@ -366,6 +397,21 @@ impl Metrics {
         self.possible_duplicates
             .with_label_values(&[channel, provider])
             .inc();
+    }
+
+    pub fn suppression_recorded(&self, channel: &str, provider: &str) {
+        self.suppressions_recorded
+            .with_label_values(&[channel, provider])
+            .inc();
+    }
+
+    /// Counts one event on the events exchange, confirmed or not.
+    pub fn event_published(&self, event: &str, confirmed: bool) {
+        let counter = match confirmed {
+            true => &self.events_published,
+            false => &self.event_publish_failures,
+        };
+        counter.with_label_values(&[event]).inc();
     }
 
     pub fn dead_lettered(&self, channel: &str, reason: &str) {

@@ -63,6 +63,14 @@ impl WorkerPool {
                 }
                 return ConsumeEnd::LedgerUnavailable;
             }
+            // Without it no follow-up or event can be confirmed, so every job would be
+            // requeued at once. A new session opens a new channel.
+            if !handler.publisher.is_open() {
+                if let Some(Ok(delivery)) = next {
+                    requeue(&delivery).await;
+                }
+                return ConsumeEnd::Lost("the publishing channel was closed".to_owned());
+            }
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => return ConsumeEnd::Lost(error.to_string()),

@@ -47,14 +47,15 @@ impl RedeliveryPolicy {
     }
 
     /// Decides the follow-up of `report`, a channel handled in delivery round `round`.
-    /// Returns `None` for a channel that needs none: delivered, expired, settled before, or
-    /// not sent because the ledger was unreachable (the delivery is then requeued whole).
+    /// Returns `None` for a channel that needs none: delivered, expired, suppressed, settled
+    /// before, or not sent because the ledger was unreachable (the delivery is then requeued whole).
     pub fn follow_up(&self, report: &ChannelReport, round: u32) -> Option<FollowUp> {
         let error = match &report.outcome {
             ChannelOutcome::Delivered(_)
             | ChannelOutcome::Expired
             | ChannelOutcome::AlreadyDelivered
             | ChannelOutcome::AlreadySettled(_)
+            | ChannelOutcome::Suppressed
             | ChannelOutcome::LedgerUnavailable(_) => return None,
             // Another worker may be sending it. Look again after the shortest delay: by then
             // that worker has finished, or its claim has gone stale and can be taken over.
@@ -182,6 +183,12 @@ mod tests {
             policy().follow_up(&report(ChannelOutcome::Expired), 1),
             None
         );
+    }
+
+    #[test]
+    fn suppressed_needs_nothing() {
+        let suppressed = report(ChannelOutcome::Suppressed);
+        assert_eq!(policy().follow_up(&suppressed, 1), None);
     }
 
     #[test]

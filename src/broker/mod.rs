@@ -13,7 +13,7 @@ use lapin::{Connection, ConnectionProperties};
 
 pub use consumer::{JobConsumer, open_consumer};
 pub use publisher::{PublishError, Publisher};
-pub use topology::declare;
+pub use topology::{check_events_exchange, declare};
 
 use crate::config::{BrokerConfig, mask_password};
 

@@ -47,11 +47,38 @@ impl Publisher {
         content_type: &str,
     ) -> Result<(), PublishError> {
         let properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
             .with_content_type(content_type.into())
             .with_headers(headers);
+        self.send(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    /// Publishes a persistent message without the mandatory flag and waits for its confirm.
+    /// RabbitMQ confirms a message that no queue is bound for and drops it, which suits
+    /// events that may have no subscriber.
+    pub async fn publish_unrouted_ok(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<(), PublishError> {
+        let properties = BasicProperties::default().with_content_type(content_type.into());
+        self.send(exchange, routing_key, body, properties, false)
+            .await
+    }
+
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
+        let properties = properties.with_delivery_mode(PERSISTENT);
         let options = BasicPublishOptions {
-            mandatory: true,
+            mandatory,
             ..BasicPublishOptions::default()
         };
         let confirmation = self
@@ -77,5 +104,11 @@ impl Publisher {
 
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// Returns whether the channel is open. RabbitMQ closes it after a publish to an
+    /// exchange that does not exist, and every later publish on it fails.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
     }
 }

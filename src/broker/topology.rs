@@ -3,13 +3,13 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use super::headers::insert_text;
 use crate::config::{BrokerConfig, QueueType};
 
-/// Declares the work exchange and queue, the dead-letter exchange and queue, and the delay
-/// exchange with one queue per delay tier.
+/// Declares the work exchange and queue, the dead-letter exchange and queue, the delay
+/// exchange with one queue per delay tier, and the events exchange unless it is turned off.
 ///
 /// The work queue dead-letters to the dead-letter exchange. On a quorum queue it also
 /// carries a delivery limit, and dead-letters at least once: RabbitMQ keeps a message until
@@ -76,11 +76,22 @@ pub async fn declare(
         .await?;
 
     declare_delay_queues(channel, config, delay_tiers).await?;
+    if !config.events_exchange.is_empty() {
+        channel
+            .exchange_declare(
+                config.events_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+    }
 
     tracing::info!(
         exchange = %config.exchange,
         queue = %config.queue,
         dead_letter_queue = %config.dead_letter_queue,
+        events_exchange = %config.events_exchange,
         "declared topology"
     );
     Ok(())
@@ -141,6 +152,32 @@ async fn declare_delay_queues(
             .await?;
     }
     Ok(())
+}
+
+/// Checks that the events exchange exists when Herald does not declare it. A publish to a
+/// missing exchange would close the publishing channel, which every follow-up shares, so
+/// the check runs on a channel of its own before consuming starts.
+pub async fn check_events_exchange(
+    connection: &Connection,
+    config: &BrokerConfig,
+) -> Result<(), lapin::Error> {
+    if config.declare_topology || config.events_exchange.is_empty() {
+        return Ok(());
+    }
+    let channel = connection.create_channel().await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            config.events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        )
+        .await?;
+    channel.close(200, "checked".into()).await
 }
 
 fn work_queue_arguments(config: &BrokerConfig) -> FieldTable {

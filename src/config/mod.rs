@@ -31,8 +31,9 @@ pub use push::{APNS_TOKEN_REFRESH_RANGE, ApnsConfig, WebpushConfig};
 pub use reload::ReloadConfig;
 pub use secret::{REDACTED, Secret};
 pub use sections::{
-    AdminConfig, BrokerConfig, ChannelsConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
-    PoolConfig, QueueType, RetryConfig, ShutdownConfig, mask_password,
+    AdminConfig, BrokerConfig, ChannelsConfig, EventsConfig, HttpConfig, LimitsConfig, LogConfig,
+    LogFormat, PoolConfig, QueueType, RetryConfig, ShutdownConfig, SuppressionConfig,
+    mask_password,
 };
 pub use ses::{SesConfig, SesCredentials};
 pub use smtp::{SmtpConfig, SmtpTls};
@@ -62,6 +63,8 @@ pub struct Settings {
     pub circuit_breaker: CircuitBreakerConfig,
     pub reload: ReloadConfig,
     pub ledger: LedgerConfig,
+    pub suppression: SuppressionConfig,
+    pub events: EventsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
@@ -100,6 +103,8 @@ struct RawSettings {
     circuit_breaker: CircuitBreakerConfig,
     reload: ReloadConfig,
     ledger: LedgerConfig,
+    suppression: SuppressionConfig,
+    events: EventsConfig,
     #[serde(default)]
     providers: BTreeMap<String, config::Value>,
 }
@@ -158,6 +163,8 @@ impl Settings {
             circuit_breaker: raw.circuit_breaker,
             reload: raw.reload,
             ledger: raw.ledger,
+            suppression: raw.suppression,
+            events: raw.events,
             providers,
         })
     }

@@ -27,6 +27,8 @@ pub struct BrokerConfig {
     pub dead_letter_queue: String,
     pub delay_exchange: String,
     pub delay_queue_prefix: String,
+    /// Durable topic exchange that delivery events go to. Empty turns events off.
+    pub events_exchange: String,
     pub max_job_bytes: usize,
 }
 
@@ -105,6 +107,12 @@ impl BrokerConfig {
             if value.is_empty() || value.len() > 255 {
                 return Err(ConfigError::invalid(key, "must be 1 to 255 bytes long"));
             }
+        }
+        if self.events_exchange.len() > 255 {
+            return Err(ConfigError::invalid(
+                "broker.events_exchange",
+                "must be at most 255 bytes long",
+            ));
         }
         for (key, value) in [
             ("broker.delay_exchange", &self.delay_exchange),
@@ -298,6 +306,26 @@ impl ShutdownConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         positive("shutdown.grace_period_secs", self.grace_period_secs)
     }
+}
+
+/// The `[suppression]` section, which sets what Herald does with recipients a provider
+/// reported as invalid. They are recorded in the ledger's suppression table either way.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionConfig {
+    /// Skip a channel whose recipient is suppressed, reporting it as `suppressed`.
+    pub skip: bool,
+}
+
+/// The `[events]` section, which selects the delivery events sent to
+/// `broker.events_exchange`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Publish `recipient.invalid.<channel>` when a provider reports a recipient invalid.
+    pub recipient_invalid: bool,
+    /// Publish `<channel>.<outcome>` for every channel of every delivery.
+    pub publish_outcomes: bool,
 }
 
 /// The provider names that serve each channel, in order of preference.

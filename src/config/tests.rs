@@ -635,3 +635,32 @@ fn sandbox_config_defines_more_providers() {
             .unwrap_or_else(|error| panic!("{name}: {error}"));
     }
 }
+
+#[test]
+fn feedback_defaults() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.broker.events_exchange, "herald.events");
+    assert!(!settings.suppression.skip);
+    assert!(settings.events.recipient_invalid);
+    assert!(!settings.events.publish_outcomes);
+}
+
+#[test]
+fn feedback_keys_load_from_environment() {
+    let settings = load(&[
+        ("HERALD__SUPPRESSION__SKIP", "true"),
+        ("HERALD__EVENTS__PUBLISH_OUTCOMES", "true"),
+        ("HERALD__BROKER__EVENTS_EXCHANGE", ""),
+    ])
+    .unwrap();
+    assert!(settings.suppression.skip);
+    assert!(settings.events.publish_outcomes);
+    assert!(settings.broker.events_exchange.is_empty());
+}
+
+#[test]
+fn long_events_exchange_is_rejected() {
+    let name = "e".repeat(256);
+    let key = invalid_key(load(&[("HERALD__BROKER__EVENTS_EXCHANGE", name.as_str())]));
+    assert_eq!(key, "broker.events_exchange");
+}

@@ -4,7 +4,6 @@ use sqlx::Row;
 use sqlx::types::Uuid;
 
 use super::{DeliveryState, Ledger, LedgerError, Recipient};
-use crate::config::ConfigError;
 use crate::job::JobId;
 use crate::providers::ErrorClass;
 
@@ -61,7 +60,8 @@ pub enum Claim {
         provider: String,
         provider_message_id: Option<String>,
     },
-    /// The channel ended for good: failed permanently, dead-lettered or expired. Do not send.
+    /// The channel ended for good: failed permanently, dead-lettered, expired or suppressed.
+    /// Do not send.
     Final { state: DeliveryState },
     /// Another worker claimed the channel less than `sending_reclaim_secs` ago and may be
     /// sending it now. Do not send, and do not treat the channel as settled.
@@ -88,15 +88,9 @@ impl Ledger {
         provider: &str,
         recipient: Recipient<'_>,
     ) -> Result<Claim, LedgerError> {
-        let hasher = self.hasher.as_ref().ok_or_else(|| {
-            ConfigError::invalid(
-                "ledger.recipient_hash_key",
-                "is missing; claims need it to hash recipients",
-            )
-        })?;
         let channel = recipient.channel().as_str();
+        let hash = self.recipient_hash(recipient)?;
         let exposed = recipient.expose();
-        let hash = hasher.hash(&exposed);
         let stored = self.store_recipients.then_some(exposed.as_ref());
 
         for _ in 0..CLAIM_TRIES {
@@ -165,7 +159,9 @@ impl Ledger {
                     .map_err(|e| self.error(e))?,
             },
             DeliveryState::Sending => Claim::Busy,
-            DeliveryState::DeadLettered | DeliveryState::Expired => Claim::Final { state },
+            DeliveryState::DeadLettered | DeliveryState::Expired | DeliveryState::Suppressed => {
+                Claim::Final { state }
+            }
             DeliveryState::Failed => {
                 let class: Option<String> =
                     row.try_get("last_error_class").map_err(|e| self.error(e))?;

@@ -11,6 +11,7 @@ mod error;
 mod recipient;
 mod record;
 mod status;
+mod suppression;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use error::LedgerError;
 pub use recipient::Recipient;
 pub use record::{AttemptRecord, LastError, Outcome};
 pub use status::{DeliveryRow, render_table};
+pub use suppression::{InvalidRecipient, SuppressionRow, render_suppressions};
 
 use crate::config::LedgerConfig;
 use error::ErrorContext;
@@ -67,10 +69,12 @@ pub enum DeliveryState {
     DeadLettered,
     /// The job expired before the channel was sent.
     Expired,
+    /// The recipient is in the suppression table, so the channel was not sent.
+    Suppressed,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 7] = [
+    pub const ALL: [DeliveryState; 8] = [
         DeliveryState::Pending,
         DeliveryState::Sending,
         DeliveryState::Delivered,
@@ -78,6 +82,7 @@ impl DeliveryState {
         DeliveryState::Failed,
         DeliveryState::DeadLettered,
         DeliveryState::Expired,
+        DeliveryState::Suppressed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +94,7 @@ impl DeliveryState {
             DeliveryState::Failed => "failed",
             DeliveryState::DeadLettered => "dead_lettered",
             DeliveryState::Expired => "expired",
+            DeliveryState::Suppressed => "suppressed",
         }
     }
 
@@ -237,6 +243,22 @@ impl Ledger {
     fn error(&self, source: sqlx::Error) -> LedgerError {
         LedgerError::from_sqlx(source, &self.errors)
     }
+
+    /// Returns the keyed hash of `recipient`, or an error when no hash key is configured.
+    fn recipient_hash(&self, recipient: Recipient<'_>) -> Result<String, LedgerError> {
+        self.hash_exposed(&recipient.expose())
+    }
+
+    /// Returns the keyed hash of a recipient's exposed form.
+    fn hash_exposed(&self, exposed: &str) -> Result<String, LedgerError> {
+        let hasher = self.hasher.as_ref().ok_or_else(|| {
+            crate::config::ConfigError::invalid(
+                "ledger.recipient_hash_key",
+                "is missing; claims and suppressions need it to hash recipients",
+            )
+        })?;
+        Ok(hasher.hash(exposed))
+    }
 }
 
 /// Returns `HOSTNAME/PID`. In Kubernetes `HOSTNAME` is the pod name, which makes a stuck
@@ -268,6 +290,6 @@ mod tests {
     #[test]
     fn migrations_are_embedded_in_order() {
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
     }
 }

@@ -45,7 +45,9 @@ impl<'a> Recipient<'a> {
         }
     }
 
-    pub(super) fn expose(self) -> Cow<'a, str> {
+    /// Returns the recipient itself, for hashing and for the events that hand it back to
+    /// the producer that sent it.
+    pub fn expose(self) -> Cow<'a, str> {
         match self {
             Recipient::Email(address) => Cow::Borrowed(address.expose()),
             Recipient::Sms(number) => Cow::Borrowed(number.expose()),

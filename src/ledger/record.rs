@@ -11,7 +11,7 @@ use crate::providers::SendError;
 
 /// Maximum length of a stored error message, in characters. Provider messages are usually one line, but
 /// a proxy's HTML error page should not fill the table.
-const MAX_ERROR_MESSAGE_CHARS: usize = 1000;
+pub(super) const MAX_ERROR_MESSAGE_CHARS: usize = 1000;
 
 /// Counts the call on the delivery row and appends it with the new count as its number, in
 /// one statement, so two recorders never get the same number. The row takes the call's
@@ -122,6 +122,8 @@ pub enum Outcome {
     DeadLettered(LastError),
     /// The job expired before the channel was sent. Final.
     Expired,
+    /// The recipient is suppressed, so the channel was not sent. Final.
+    Suppressed,
 }
 
 impl Outcome {
@@ -132,6 +134,7 @@ impl Outcome {
             Outcome::Failed(_) => DeliveryState::Failed,
             Outcome::DeadLettered(_) => DeliveryState::DeadLettered,
             Outcome::Expired => DeliveryState::Expired,
+            Outcome::Suppressed => DeliveryState::Suppressed,
         }
     }
 
@@ -140,7 +143,7 @@ impl Outcome {
             Outcome::Retrying(error) | Outcome::Failed(error) | Outcome::DeadLettered(error) => {
                 Some(error)
             }
-            Outcome::Delivered { .. } | Outcome::Expired => None,
+            Outcome::Delivered { .. } | Outcome::Expired | Outcome::Suppressed => None,
         }
     }
 
@@ -235,7 +238,7 @@ impl Ledger {
     }
 }
 
-fn truncate(text: &str, max_chars: usize) -> &str {
+pub(super) fn truncate(text: &str, max_chars: usize) -> &str {
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => &text[..end],
         None => text,

@@ -114,13 +114,16 @@ pub fn render_table(rows: &[DeliveryRow]) -> String {
         "LAST ERROR",
         "UPDATED",
         "RECIPIENT",
-    ]
-    .map(str::to_owned);
-    let lines: Vec<[String; 8]> = std::iter::once(header)
-        .chain(rows.iter().map(cells))
-        .collect();
+    ];
+    aligned(&header, rows.iter().map(|row| cells(row).to_vec()))
+}
 
-    let mut widths = [0; 8];
+/// Renders a header and lines of cells with each column padded to its widest cell.
+pub(super) fn aligned(header: &[&str], lines: impl Iterator<Item = Vec<String>>) -> String {
+    let header: Vec<String> = header.iter().map(|cell| (*cell).to_owned()).collect();
+    let lines: Vec<Vec<String>> = std::iter::once(header).chain(lines).collect();
+
+    let mut widths = vec![0; lines[0].len()];
     for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
@@ -131,8 +134,8 @@ pub fn render_table(rows: &[DeliveryRow]) -> String {
     for line in &lines {
         let padded: Vec<String> = line
             .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
+            .zip(&widths)
+            .map(|(cell, &width)| format!("{cell:<width$}"))
             .collect();
         table.push_str(padded.join("  ").trim_end());
         table.push('\n');
@@ -175,7 +178,7 @@ fn error_cell(error: &LastError) -> String {
     format!("{cut}...")
 }
 
-fn dash() -> String {
+pub(super) fn dash() -> String {
     "-".to_owned()
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -87,6 +88,9 @@ pub struct Topology {
     pub dead_letter_queue: String,
     pub delay_exchange: String,
     pub delay_queue_prefix: String,
+    pub events_exchange: String,
+    /// A queue bound to the events exchange, for tests that read events.
+    pub events_queue: String,
 }
 
 /// Delay tiers of test runs, in seconds: short, so delayed retries come back quickly.
@@ -107,6 +111,8 @@ impl Topology {
             dead_letter_queue: format!("{prefix}.dead"),
             delay_exchange: format!("{prefix}.delay-exchange"),
             delay_queue_prefix: format!("{prefix}.delay"),
+            events_exchange: format!("{prefix}.events"),
+            events_queue: format!("{prefix}.events-seen"),
         }
     }
 
@@ -144,6 +150,7 @@ impl Topology {
                 "HERALD__BROKER__DELAY_QUEUE_PREFIX",
                 &self.delay_queue_prefix,
             ),
+            env_pair("HERALD__BROKER__EVENTS_EXCHANGE", &self.events_exchange),
             env_pair(
                 "HERALD__RETRY__DELAY_TIERS_SECS",
                 &DELAY_TIERS.map(|tier| tier.to_string()).join(","),
@@ -230,12 +237,51 @@ impl Topology {
                 .await
                 .unwrap();
             messages.push(Message {
+                routing_key: message.delivery.routing_key.to_string(),
                 body: message.delivery.data.clone(),
                 headers: text_headers(message.delivery.properties.headers().as_ref()),
             });
         }
         connection.close(200, "done".into()).await.unwrap();
         messages
+    }
+
+    /// Declares the events exchange as Herald does and binds [`Topology::events_queue`] to
+    /// it with `pattern`, so events published from now on wait there.
+    pub async fn bind_events(&self, pattern: &str) {
+        let connection = broker().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                self.events_exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_declare(
+                self.events_queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                self.events_queue.as_str().into(),
+                self.events_exchange.as_str().into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        connection.close(200, "done".into()).await.unwrap();
     }
 
     /// Deletes the test's queues, exchanges and ledger database.
@@ -247,7 +293,11 @@ impl Topology {
 
         let connection = broker().await;
         let channel = connection.create_channel().await.unwrap();
-        let mut queues = vec![self.queue.clone(), self.dead_letter_queue.clone()];
+        let mut queues = vec![
+            self.queue.clone(),
+            self.dead_letter_queue.clone(),
+            self.events_queue.clone(),
+        ];
         queues.extend(DELAY_TIERS.map(|seconds| self.delay_queue(seconds)));
         for queue in queues {
             let _ = channel
@@ -258,6 +308,7 @@ impl Topology {
             &self.exchange,
             &self.dead_letter_exchange,
             &self.delay_exchange,
+            &self.events_exchange,
         ] {
             let _ = channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
@@ -286,6 +337,7 @@ pub async fn assert_eventually_waiting(topology: &Topology, expected: u32) {
 
 /// A message read back from a queue.
 pub struct Message {
+    pub routing_key: String,
     pub body: Vec<u8>,
     pub headers: HashMap<String, String>,
 }

@@ -28,5 +28,6 @@ mod smtp;
 #[allow(dead_code)]
 #[path = "../providers/smtp_server.rs"]
 mod smtp_server;
+mod suppression;
 mod topology;
 mod webhook;

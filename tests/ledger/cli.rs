@@ -1,11 +1,11 @@
-//! `herald migrate` and `herald status` as an operator runs them.
+//! `herald migrate`, `herald status` and `herald suppression` as an operator runs them.
 
 use std::process::Output;
 
-use herald::ledger::Claim;
+use herald::ledger::{Claim, InvalidRecipient, Recipient};
 use tokio::process::Command;
 
-use crate::helpers::{TestDatabase, claim_email, job_id};
+use crate::helpers::{HASH_KEY, TestDatabase, claim_email, job_id, phone};
 
 async fn herald(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -40,6 +40,7 @@ async fn migrate_prints_applied_migrations() {
         stdout(&first)
     );
     assert!(stdout(&first).contains("applied migration 2: create delivery attempts"));
+    assert!(stdout(&first).contains("applied migration 3: create suppressions"));
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     assert!(
         stdout(&second).contains("no migrations applied"),
@@ -94,6 +95,85 @@ async fn status_of_unknown_job_exits_1() {
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("no rows for job job-nobody-sent"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Runs `herald` with the tests' recipient hash key, which suppression commands need.
+async fn herald_with_key(database_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("HERALD__LEDGER__URL", database_url)
+        .env("HERALD__LEDGER__ACQUIRE_TIMEOUT_SECS", "1")
+        .env("HERALD__LEDGER__RECIPIENT_HASH_KEY", HASH_KEY)
+        .env_remove("HERALD_CONFIG")
+        .output()
+        .await
+        .expect("run the herald binary")
+}
+
+#[tokio::test]
+async fn suppression_list_and_remove() {
+    let database = TestDatabase::create().await;
+    let ledger = database.ledger().await;
+    let number = phone("+15555550123");
+    let entry = InvalidRecipient {
+        recipient: Recipient::Sms(&number),
+        provider: "twilio",
+        provider_code: Some("21211"),
+        reason: "The 'To' number is not a valid phone number.",
+    };
+    ledger.suppress(&job_id("job-cli-1"), &entry).await.unwrap();
+    let url = &database.config.url;
+
+    let listed = herald_with_key(url, &["suppression", "list", "--channel", "sms"]).await;
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let table = stdout(&listed);
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table.contains("21211"), "{table}");
+    assert!(table.contains("job-cli-1"), "{table}");
+    assert!(!table.contains("+15555550123"), "{table}");
+
+    let remove = [
+        "suppression",
+        "remove",
+        "--channel",
+        "sms",
+        "--recipient",
+        "+15555550123",
+    ];
+    let removed = herald_with_key(url, &remove).await;
+    assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
+    assert!(!ledger.is_suppressed(Recipient::Sms(&number)).await.unwrap());
+
+    let again = herald_with_key(url, &remove).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("nothing removed"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[tokio::test]
+async fn suppression_remove_rejects_invalid_recipient() {
+    let database = TestDatabase::create().await;
+    database.ledger().await;
+
+    let args = [
+        "suppression",
+        "remove",
+        "--channel",
+        "sms",
+        "--recipient",
+        "not a number",
+    ];
+    let output = herald_with_key(&database.config.url, &args).await;
+
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--recipient"),
         "{}",
         stderr(&output)
     );

@@ -7,4 +7,5 @@ mod cli;
 mod helpers;
 mod recipients;
 mod schema;
+mod suppressions;
 mod timeouts;

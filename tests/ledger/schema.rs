@@ -13,10 +13,10 @@ async fn migrations_apply_twice() {
     let second = ledger.migrate().await.unwrap();
 
     let versions: Vec<i64> = first.iter().map(|m| m.version).collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(first[0].description, "create deliveries");
     assert!(second.is_empty(), "{second:?}");
-    for table in ["deliveries", "delivery_attempts"] {
+    for table in ["deliveries", "delivery_attempts", "suppressions"] {
         let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
             .bind(table)
             .fetch_one(ledger.pool())
@@ -43,7 +43,7 @@ async fn concurrent_migrations_apply_once() {
         .map(|m| m.version)
         .collect();
     applied.sort_unstable();
-    assert_eq!(applied, [1, 2]);
+    assert_eq!(applied, [1, 2, 3]);
 }
 
 #[tokio::test]
