@@ -198,7 +198,7 @@ pub(super) async fn send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    state.faults.delay().await;
+    state.arrive().await;
 
     let request = body
         .map_err(|rejection| rejection.body_text())

@@ -20,7 +20,7 @@ pub(super) async fn send_message(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    state.faults.delay().await;
+    state.arrive().await;
 
     // Only multipart/form-data is read, so any other body leaves every field missing.
     let fields = match multipart {

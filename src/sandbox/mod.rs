@@ -227,6 +227,12 @@ fn router(state: Arc<AppState>) -> Router {
 }
 
 impl AppState {
+    /// Counts a provider request as arrived, then waits the injected latency.
+    async fn arrive(&self) {
+        self.log.arrive();
+        self.faults.delay().await;
+    }
+
     /// Records one provider request with its reply, and returns the reply.
     async fn record(
         &self,

@@ -76,7 +76,10 @@ pub struct ReceivedRequest {
 /// Counts of everything received since start or the last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    /// Provider requests received.
+    /// Provider requests that reached an endpoint, counted before any injected latency.
+    /// Those not yet in `total` are still waiting for their reply.
+    pub arrived: u64,
+    /// Provider requests answered.
     pub total: u64,
     /// Provider requests that got an injected error reply.
     pub injected: u64,
@@ -113,6 +116,11 @@ impl RequestLog {
         let mut inner = self.lock();
         inner.recent.clear();
         inner.stats = Stats::default();
+    }
+
+    /// Counts a provider request that reached its endpoint and has not been answered yet.
+    pub(super) fn arrive(&self) {
+        self.lock().stats.arrived += 1;
     }
 
     pub(super) fn push(&self, request: ReceivedRequest) {

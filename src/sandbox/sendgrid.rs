@@ -26,7 +26,7 @@ pub(super) async fn mail_send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    state.faults.delay().await;
+    state.arrive().await;
 
     let mail = body
         .map_err(|rejection| (rejection.status(), rejection.body_text()))

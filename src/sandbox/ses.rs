@@ -21,7 +21,7 @@ pub(super) async fn send_email(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    state.faults.delay().await;
+    state.arrive().await;
 
     let is_json = headers
         .get(header::CONTENT_TYPE)

@@ -792,7 +792,15 @@ async fn shutdown_lets_open_request_finish() {
     .await;
     let base = server.base.clone();
     let in_flight = tokio::spawn(async move { send_mail(&base, &mail()).await.status() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shuts down only once the request waits inside the server, in its injected latency.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.log.stats().arrived == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request did not reach the sandbox within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     server.shutdown().await.unwrap();
 

@@ -50,7 +50,7 @@ pub(super) async fn create_message(
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    state.faults.delay().await;
+    state.arrive().await;
 
     let form = form.map(|Form(pairs)| MessageForm::from_pairs(pairs));
     let recipient = form

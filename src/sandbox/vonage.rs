@@ -19,7 +19,7 @@ pub(super) async fn send_sms(
     State(state): State<Arc<AppState>>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    state.faults.delay().await;
+    state.arrive().await;
 
     // Vonage reads only form bodies, so any other body leaves every field missing.
     let fields: HashMap<String, String> = form
