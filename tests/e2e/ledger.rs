@@ -156,12 +156,29 @@ async fn redelivery_after_crash_resends_only_in_flight_channel() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first
-        .wait_for_log(Duration::from_secs(5), |line| {
-            message(line) == "channel delivered"
-                && field(line, "channel") == Some(&serde_json::json!("sms"))
-        })
-        .await;
+    // Killed once the ledger records the SMS as delivered, while the email still waits for
+    // its slow reply. The "channel delivered" log line comes before that record.
+    let ledger = sqlx::PgPool::connect(&format!("{POSTGRES_URL}/{}", fixture.topology.database))
+        .await
+        .expect("the test's ledger database exists");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state: Option<(String,)> = sqlx::query_as(
+            "SELECT state FROM deliveries WHERE job_id = 'crash-1' AND channel = 'sms'",
+        )
+        .fetch_optional(&ledger)
+        .await
+        .unwrap();
+        if state.as_ref().is_some_and(|(state,)| state == "delivered") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SMS was not recorded as delivered within 5 s: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ledger.close().await;
     first.kill();
     first.wait_exit_by_signal(Duration::from_secs(10)).await;
 
