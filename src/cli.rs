@@ -18,7 +18,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "herald",
     version,
-    about = "Notification worker: RabbitMQ jobs to email, SMS and push providers"
+    about = "Notification worker: RabbitMQ jobs to email, SMS, push and webhook providers"
 )]
 pub struct Cli {
     /// TOML file layered over the built-in defaults; HERALD__SECTION__KEY variables override both.
@@ -67,7 +67,7 @@ pub enum SuppressionCommand {
 
 #[derive(Debug, Args)]
 pub struct SuppressionListArgs {
-    /// List only this channel: email, sms or push.
+    /// List only this channel: email, sms, push or webhook.
     #[arg(long, value_name = "CHANNEL", value_parser = parse_channel)]
     pub channel: Option<ChannelKind>,
 
@@ -78,7 +78,7 @@ pub struct SuppressionListArgs {
 
 #[derive(Debug, Args)]
 pub struct SuppressionRemoveArgs {
-    /// Channel of the suppression: email, sms or push.
+    /// Channel of the suppression: email, sms, push or webhook.
     #[arg(long, value_name = "CHANNEL", value_parser = parse_channel)]
     pub channel: ChannelKind,
 
@@ -90,7 +90,7 @@ pub struct SuppressionRemoveArgs {
 
 fn parse_channel(text: &str) -> Result<ChannelKind, String> {
     ChannelKind::from_name(text)
-        .ok_or_else(|| format!("`{text}` is not a channel; use email, sms or push"))
+        .ok_or_else(|| format!("`{text}` is not a channel; use email, sms, push or webhook"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -145,16 +145,15 @@ pub async fn lift(
         ChannelKind::Email => EmailAddress::parse(field, recipient)?.expose().to_owned(),
         ChannelKind::Sms => PhoneNumber::parse(field, recipient)?.expose().to_owned(),
         // A Web Push subscription is recorded by its endpoint URL.
-        ChannelKind::Push if recipient.starts_with("https://") || recipient.starts_with("http://") => {
+        ChannelKind::Push
+            if recipient.starts_with("https://") || recipient.starts_with("http://") =>
+        {
             recipient.to_owned()
         }
         ChannelKind::Push => DeviceToken::parse(field, recipient)?.expose().to_owned(),
         ChannelKind::Webhook => WebhookTarget::parse_exposed(recipient)
             .ok_or_else(|| {
-                JobError::field(
-                    field,
-                    "is neither `endpoint:NAME` nor an http or https URL",
-                )
+                JobError::field(field, "is neither `endpoint:NAME` nor an http or https URL")
             })?
             .expose(),
     };
