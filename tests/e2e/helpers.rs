@@ -758,3 +758,16 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// Returns how often the broker has logged an acknowledgement for an unknown delivery tag,
+/// the channel error of a delivery settled on a channel it did not arrive on.
+pub fn unknown_tag_errors() -> usize {
+    let entries = std::fs::read_dir("/var/log/rabbitmq").unwrap_or_else(|error| {
+        panic!("this check reads RabbitMQ's log in /var/log/rabbitmq, which failed: {error}")
+    });
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .map(|text| text.matches("unknown delivery tag").count())
+        .sum()
+}

@@ -8,19 +8,6 @@ use crate::crash::{
 };
 use crate::helpers::*;
 
-/// Returns how often the broker has logged an acknowledgement for an unknown delivery tag.
-fn unknown_tag_errors() -> usize {
-    std::fs::read_dir("/var/log/rabbitmq")
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-                .map(|text| text.matches("unknown delivery tag").count())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Closes Herald's consuming connection from the broker side, as an operator or a broker
 /// failover would.
 fn force_close_consumer(herald_pid: i32) {
