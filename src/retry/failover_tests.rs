@@ -47,6 +47,20 @@ struct Stub {
 }
 
 fn stub(name: &str, script: Vec<SendResult>, supports: bool, metrics: &Arc<Metrics>) -> Stub {
+    let fast = RateLimitConfig {
+        per_second: 1000,
+        burst: 1000,
+    };
+    limited_stub(name, script, supports, fast, metrics)
+}
+
+fn limited_stub(
+    name: &str,
+    script: Vec<SendResult>,
+    supports: bool,
+    rate: RateLimitConfig,
+    metrics: &Arc<Metrics>,
+) -> Stub {
     let requests = Arc::new(Mutex::new(0));
     let adapter = ScriptedProvider {
         script: Mutex::new(script.into()),
@@ -56,10 +70,7 @@ fn stub(name: &str, script: Vec<SendResult>, supports: bool, metrics: &Arc<Metri
     let provider_name: Arc<str> = Arc::from(name);
     let limits = ProviderLimits::new(
         provider_name.clone(),
-        RateLimitConfig {
-            per_second: 1000,
-            burst: 1000,
-        },
+        rate,
         8,
         Duration::ZERO,
         metrics.clone(),
@@ -216,4 +227,48 @@ async fn unsupported_notification_fails_permanently() {
     assert_eq!(counts, [0]);
     assert_eq!(outcome.attempts, 0);
     assert_eq!(outcome.provider, None);
+}
+
+#[tokio::test]
+async fn failover_spends_the_backup_providers_own_permits() {
+    let metrics = Arc::new(Metrics::new());
+    let primary = stub("primary", vec![], true, &metrics);
+    let opened = Instant::now();
+    primary.route.breaker.record(Verdict::Failing, opened);
+    primary.route.breaker.record(Verdict::Failing, opened);
+    let slow = RateLimitConfig {
+        per_second: 4,
+        burst: 1,
+    };
+    let backup = limited_stub("backup", vec![], true, slow, &metrics);
+    let counts = [primary.requests.clone(), backup.requests.clone()];
+    let routes = Routes::from_routes([(ChannelKind::Email, vec![primary.route, backup.route])]);
+    let channel = routes.get(ChannelKind::Email).unwrap();
+    let (job_id, notification) = email();
+
+    // The primary's permits are plentiful, but its open breaker sends every email to the
+    // backup, whose own limit paces them: 5 sends at 4/s after a burst of 1 take 1 s.
+    let policy = policy();
+    let started = std::time::Instant::now();
+    let sends = (0..5).map(|_| {
+        let request = SendRequest {
+            job_id: &job_id,
+            notification: &notification,
+        };
+        send_with_retries(channel, &policy, request, &metrics)
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    let elapsed = started.elapsed();
+
+    assert!(outcomes.iter().all(|outcome| outcome.result.is_ok()));
+    assert_eq!(
+        *counts[0].lock().unwrap(),
+        0,
+        "the open primary got nothing"
+    );
+    assert_eq!(*counts[1].lock().unwrap(), 5);
+    assert!(
+        elapsed >= Duration::from_millis(950),
+        "5 sends at 4/s with a burst of 1 took only {elapsed:?}"
+    );
 }

@@ -28,7 +28,7 @@ fn signing_key() -> p256::SecretKey {
     p256::SecretKey::from_slice(&[42; 32]).unwrap()
 }
 
-fn private_key_pem() -> String {
+pub(crate) fn private_key_pem() -> String {
     signing_key()
         .to_pkcs8_pem(LineEnding::LF)
         .unwrap()
@@ -238,7 +238,7 @@ fn iat_of(token: &str) -> u64 {
     claims["iat"].as_u64().unwrap()
 }
 
-fn apns_push(device: &str) -> Notification {
+pub(crate) fn apns_push(device: &str) -> Notification {
     helpers::push_to(
         PushTarget::Apns(DeviceToken::parse("token", device).unwrap()),
         Some("Order shipped"),
@@ -525,4 +525,38 @@ impl Apns {
     fn expire(&self, token: &str) {
         self.script.lock().unwrap().expired.insert(token.to_owned());
     }
+}
+
+#[tokio::test]
+async fn silent_server_times_out_as_transient() {
+    // Accepts connections and never answers, not even the HTTP/2 preface.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let pem = private_key_pem();
+    let provider = helpers::provider(
+        "apns",
+        &[
+            ("PROVIDERS__APNS__BASE_URL", uri.as_str()),
+            ("PROVIDERS__APNS__TEAM_ID", TEAM_ID),
+            ("PROVIDERS__APNS__KEY_ID", KEY_ID),
+            ("PROVIDERS__APNS__TOPIC", TOPIC),
+            ("PROVIDERS__APNS__PRIVATE_KEY", pem.as_str()),
+            ("CHANNELS__PUSH", "apns"),
+            ("HTTP__REQUEST_TIMEOUT_MS", "300"),
+        ],
+    );
+
+    let error = helpers::send(provider.as_ref(), &apns_push(DEVICE))
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.class, ErrorClass::Transient);
+    assert_eq!(error.code.as_deref(), Some("timeout"));
+    held.abort();
 }

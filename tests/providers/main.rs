@@ -8,6 +8,7 @@ mod form_data;
 mod h2_server;
 mod helpers;
 mod mailgun;
+mod push_routing;
 mod sendgrid;
 mod ses;
 mod sigv4;

@@ -25,7 +25,7 @@ const SUBSCRIPTION_PATH: &str = "/wpush/v2/gAAAAABk-subscription";
 const MAX_VAPID_LIFETIME_SECS: u64 = 24 * 3600;
 
 /// Herald's VAPID key in these tests.
-fn vapid_key() -> p256::SecretKey {
+pub(crate) fn vapid_key() -> p256::SecretKey {
     p256::SecretKey::from_slice(&[7; 32]).unwrap()
 }
 
@@ -206,7 +206,7 @@ fn subscription(endpoint: &str) -> PushTarget {
     PushTarget::WebPush(Box::new(subscription))
 }
 
-fn web_push(endpoint: &str) -> Notification {
+pub(crate) fn web_push(endpoint: &str) -> Notification {
     helpers::push_to(
         subscription(endpoint),
         Some("Order shipped"),
@@ -428,4 +428,19 @@ async fn fcm_target_is_not_sent() {
 
     assert_eq!(error.code.as_deref(), Some("unsupported_platform"));
     assert!(provider.supports(&web_push("https://push.example.net/x")));
+}
+
+#[tokio::test]
+async fn slow_push_service_times_out_as_transient() {
+    let slow = ResponseTemplate::new(201).set_delay(Duration::from_secs(2));
+    let mock = PushMock::start(Some(slow)).await;
+    let provider = provider(&[("HTTP__REQUEST_TIMEOUT_MS", "200")]);
+
+    let error = helpers::send(provider.as_ref(), &web_push(&mock.endpoint()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.class, ErrorClass::Transient);
+    assert_eq!(error.code.as_deref(), Some("timeout"));
+    assert!(!error.recipient_invalid);
 }
