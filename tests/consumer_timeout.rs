@@ -2,9 +2,8 @@
 //! that would wait too long for a permit are deferred through the delay queues, so no
 //! delivery stays unacknowledged long enough for the broker to close Herald's channel.
 //!
-//! The test shortens the broker's consumer timeout, which is a node-wide setting on the
-//! RabbitMQ this machine runs, so it lives in a test binary of its own: cargo runs test
-//! binaries one at a time, and this binary has this one test.
+//! The test shortens the broker's consumer timeout, a node-wide setting of RabbitMQ 3.10.
+//! Cargo runs test binaries one at a time, so this test has a binary of its own.
 
 #![allow(unreachable_pub, dead_code)]
 
@@ -82,8 +81,8 @@ impl Drop for RestoreSettings {
     }
 }
 
-/// A consumer that takes one message and never acknowledges it. The broker closes its
-/// channel once the shortened timeout applies, which shows the timeout is in force.
+/// Consumes one message from `queue` and never acknowledges it. The broker closes the
+/// returned channel once the shortened timeout applies, which shows it is in force.
 async fn hold_one_message(queue: &str) -> Channel {
     let connection = broker().await;
     let channel = connection.create_channel().await.unwrap();
@@ -124,8 +123,12 @@ async fn hold_one_message(queue: &str) -> Channel {
         .unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
         .await
-        .expect("the held message arrives");
-    assert!(matches!(delivery, Some(Ok(_))), "the held message arrives");
+        .expect("the unacknowledged message arrives");
+    assert!(
+        matches!(delivery, Some(Ok(_))),
+        "the unacknowledged message arrives"
+    );
+
     // The connection must outlive this function; the channel keeps it.
     std::mem::forget(connection);
     channel
@@ -155,7 +158,8 @@ async fn backlog_beyond_consumer_timeout_keeps_the_channel() {
         .await;
     settings.consumer_timeout();
 
-    // The control: a consumer that holds a message past the timeout loses its channel.
+    // The control: a consumer that keeps a message unacknowledged past the timeout loses
+    // its channel.
     let deadline = Instant::now() + Duration::from_secs(20);
     while held.status().connected() {
         assert!(

@@ -2,7 +2,7 @@
 //! deliveries prefetched with it are handled as if nothing had happened.
 //!
 //! Herald runs in this process here, so that a push adapter that panics can take the place
-//! of the FCM one; nothing in the shipped binary panics on demand.
+//! of the FCM one. Nothing in the shipped binary panics on demand.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

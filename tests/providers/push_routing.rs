@@ -1,6 +1,6 @@
-//! One `push` channel served by an FCM, an APNs and a Web Push provider: each push goes to
-//! the provider of its target's platform, whatever the order of the list, and a platform
-//! with no provider in the list has none.
+//! One `push` channel served by an FCM, an APNs and a Web Push provider. Each push goes to
+//! the provider of its target's platform in any list order, and a platform without a
+//! provider in the list gets none.
 
 use std::sync::Arc;
 
