@@ -594,6 +594,8 @@ fn documented_provider_examples_load() {
         .split("## More providers")
         .nth(1)
         .expect("docs/configuration.md has a More providers section");
+    // The section ends where the next one begins.
+    let section = section.split("\n## ").next().unwrap();
     let examples: Vec<&str> = section
         .split("```toml\n")
         .skip(1)
