@@ -168,7 +168,56 @@ pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
     if !body.is_object() {
         return Err(JobError::field(prefix, "must be an object"));
     }
-    serde_json::from_value(body).map_err(|error| JobError::field(prefix, error.to_string()))
+    serde_path_to_error::deserialize(body).map_err(|error| {
+        let field = if error.path().iter().next().is_none() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{}", error.path())
+        };
+        JobError::field(field, without_values(&error.inner().to_string()))
+    })
+}
+
+/// Serde's words for the kind of a value, each followed in its messages by the value itself.
+const VALUE_KINDS: [&str; 6] = [
+    "integer ",
+    "floating point ",
+    "boolean ",
+    "character ",
+    "string ",
+    "unknown variant ",
+];
+
+/// Removes the values that serde quotes in an error message (``integer `15555550123` ``),
+/// because a mistyped field may be a recipient, and the message reaches logs and
+/// dead-letter headers.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((start, kind)) = VALUE_KINDS
+        .iter()
+        .filter_map(|kind| rest.find(kind).map(|at| (at, *kind)))
+        .min_by_key(|(at, _)| *at)
+    {
+        let after = start + kind.len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        let Some(quote) = rest.chars().next().filter(|c| matches!(c, '`' | '"')) else {
+            continue;
+        };
+        match rest[1..].find(quote) {
+            Some(end) => {
+                out.push_str("(value hidden)");
+                rest = &rest[end + 2..];
+            }
+            None => {
+                out.push_str("(value hidden)");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn check_text(field: &str, text: &str, max_chars: usize) -> Result<(), JobError> {

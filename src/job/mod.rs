@@ -104,6 +104,10 @@ impl Job {
         }
 
         let raw: RawJob = match serde_json::from_slice(body) {
+            // Serde would also read a struct from a JSON array, by position.
+            Ok(_) if !looks_like_object(body) => {
+                return Err(JobError::field("$", "the job must be a JSON object"));
+            }
             Ok(raw) => raw,
             Err(error) if error.is_data() && !looks_like_object(body) => {
                 return Err(JobError::field("$", "the job must be a JSON object"));

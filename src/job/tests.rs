@@ -102,6 +102,32 @@ fn rejects_non_json_and_non_object() {
         Err(JobError::InvalidJson(_))
     ));
     assert_eq!(invalid_field(Job::parse(b"[1,2]", LIMIT)), "$");
+    let positional = json!(["array-1", null, {"sms": {"to": "+15555550123", "body": "hi"}}]);
+    assert_eq!(invalid_field(parse(positional)), "$");
+}
+
+#[test]
+fn mistyped_recipient_is_named_not_shown() {
+    let number =
+        json!({"id": "typed-1", "channels": {"sms": {"to": 15555550123_u64, "body": "x"}}});
+    let address = json!({"id": "typed-2", "channels": {"email": {"to": ["ada@example.com"], "subject": "s", "text": "t"}}});
+    let token = json!({"id": "typed-3", "channels": {"push": {"token": "device-token", "title": "x", "ttl_secs": "ada@example.com"}}});
+    for (job, field, secret) in [
+        (number, "channels.sms.to", "15555550123"),
+        (address, "channels.email.to", "ada@example.com"),
+        (token, "channels.push.ttl_secs", "ada@example.com"),
+    ] {
+        let Err(JobError::InvalidField {
+            field: named,
+            reason,
+        }) = parse(job)
+        else {
+            panic!("{field}: expected an invalid field");
+        };
+        assert_eq!(named, field);
+        assert!(!reason.contains(secret), "{field}: {reason}");
+        assert!(reason.contains("invalid type"), "{field}: {reason}");
+    }
 }
 
 #[test]
@@ -203,7 +229,7 @@ fn push_rejects_reserved_data_keys() {
 fn push_rejects_non_string_data() {
     let mut value = valid_job();
     value["channels"]["push"]["data"] = json!({"count": 3});
-    assert_eq!(invalid_field(parse(value)), "channels.push");
+    assert_eq!(invalid_field(parse(value)), "channels.push.data.count");
 }
 
 #[test]
