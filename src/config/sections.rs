@@ -137,20 +137,41 @@ fn mask_url_password<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S
     serializer.serialize_str(&mask_password(url))
 }
 
-/// Returns `url` with the password of its user-info part replaced by `***`.
+/// Returns `url` with the password of its user-info part, and the value of any query
+/// parameter whose name contains `password`, replaced by `***`. The user info ends at the
+/// last `@` before the query, so a password with an unencoded `/` or `@` is masked whole.
 pub fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((user_info, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
     };
-    match user_info.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-        None => url.to_owned(),
+    let masked = match before_query.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{before_query}"),
+        },
+        None => format!("{scheme}://{before_query}"),
+    };
+    match query {
+        Some(query) => format!("{masked}?{}", mask_query_passwords(query)),
+        None => masked,
     }
+}
+
+fn mask_query_passwords(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -309,6 +309,32 @@ fn redacted_toml_hides_secrets() {
 }
 
 #[test]
+fn mask_password_hides_unencoded_slash_and_query() {
+    assert_eq!(
+        mask_password("amqp://guest:S3cret/Pw@127.0.0.1:5672/%2f"),
+        "amqp://guest:***@127.0.0.1:5672/%2f"
+    );
+    assert_eq!(
+        mask_password("postgres://herald:p@ss@db:5432/herald?sslmode=require&sslpassword=k3y"),
+        "postgres://herald:***@db:5432/herald?sslmode=require&sslpassword=***"
+    );
+}
+
+#[test]
+fn redacted_toml_shows_only_webhook_origins() {
+    let url = (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__URL",
+        "https://user:S3cretPw@hooks.example.com/services/T0/B0/S3cretPath?token=S3cretTok",
+    );
+    let rendered = load_webhook(&[url]).unwrap().to_redacted_toml();
+    assert!(!rendered.contains("S3cret"), "{rendered}");
+    assert!(
+        rendered.contains(&format!("url = \"https://hooks.example.com/{REDACTED}\"")),
+        "{rendered}"
+    );
+}
+
+#[test]
 fn mask_password_leaves_passwordless_urls() {
     assert_eq!(mask_password("amqp://rabbit/%2f"), "amqp://rabbit/%2f");
     assert_eq!(
@@ -665,4 +691,105 @@ fn long_events_exchange_is_rejected() {
     let name = "e".repeat(256);
     let key = invalid_key(load(&[("HERALD__BROKER__EVENTS_EXCHANGE", name.as_str())]));
     assert_eq!(key, "broker.events_exchange");
+}
+
+/// Environment that turns the webhook channel on with one endpoint, `billing`.
+const WEBHOOK_ENV: [(&str, &str); 3] = [
+    ("HERALD__CHANNELS__WEBHOOK", "webhook"),
+    (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__URL",
+        "https://billing.example.com/hooks",
+    ),
+    (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__SIGNING_SECRETS",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ),
+];
+
+fn load_webhook(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let mut env = WEBHOOK_ENV.to_vec();
+    env.extend_from_slice(extra);
+    load(&env)
+}
+
+#[test]
+fn webhook_endpoint_loads_from_environment() {
+    let settings = load_webhook(&[]).unwrap();
+    assert_eq!(settings.channels.webhook, ["webhook"]);
+    let ProviderConfig::Webhook(webhook) = &settings.providers["webhook"] else {
+        panic!("providers.webhook is not of kind webhook");
+    };
+    assert_eq!(
+        webhook.endpoints["billing"].url,
+        "https://billing.example.com/hooks"
+    );
+}
+
+#[test]
+fn webhook_reserved_header_is_rejected() {
+    let header = (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__HEADERS__WEBHOOK-ID",
+        "x",
+    );
+    assert_eq!(
+        invalid_key(load_webhook(&[header])),
+        "providers.webhook.endpoints.billing.headers.webhook-id"
+    );
+}
+
+#[test]
+fn webhook_allowlist_entry_must_be_plain_url() {
+    let entry = (
+        "HERALD__PROVIDERS__WEBHOOK__URL_ALLOWLIST",
+        "https://h.example/?token=1",
+    );
+    assert_eq!(
+        invalid_key(load_webhook(&[entry])),
+        "providers.webhook.url_allowlist"
+    );
+}
+
+#[test]
+fn webhook_allowlist_needs_signing_secrets() {
+    let key = (
+        "HERALD__LEDGER__RECIPIENT_HASH_KEY",
+        "unit-test-recipient-hash-key-0123",
+    );
+    let entry = (
+        "HERALD__PROVIDERS__WEBHOOK__URL_ALLOWLIST",
+        "https://h.example/",
+    );
+    let others_off = [
+        ("HERALD__CHANNELS__EMAIL", ""),
+        ("HERALD__CHANNELS__SMS", ""),
+        ("HERALD__CHANNELS__PUSH", ""),
+    ];
+    let mut env = vec![key, entry];
+    env.extend(others_off);
+    let error = load_webhook(&env).unwrap().check_secrets().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("providers.webhook.signing_secrets"),
+        "{error}"
+    );
+}
+
+#[test]
+fn redacted_toml_hides_webhook_secrets_and_headers() {
+    let header = (
+        "HERALD__PROVIDERS__WEBHOOK__ENDPOINTS__BILLING__HEADERS__AUTHORIZATION",
+        "Bearer hunter2",
+    );
+    let rendered = load_webhook(&[header]).unwrap().to_redacted_toml();
+    assert!(
+        rendered.contains("[providers.webhook.endpoints.billing]"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(&format!("authorization = \"{REDACTED}\"")),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(!rendered.contains("MfKQ9r8G"), "{rendered}");
 }

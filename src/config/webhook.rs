@@ -58,6 +58,9 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpointConfig {
+    /// `herald check-config` prints only its origin, because the path, query or user info
+    /// of a webhook URL often carries a credential.
+    #[serde(serialize_with = "origin_only")]
     pub url: String,
     /// One or more `whsec_` secrets separated by spaces, commas or line breaks. Every one
     /// signs each request, so a receiver can move to a new secret without downtime.
@@ -165,6 +168,16 @@ pub fn parse_allowlist_entry(key: &str, entry: &str) -> Result<reqwest::Url, Con
 }
 
 /// Serializes a map with every value replaced by [`REDACTED`].
+fn origin_only<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => serializer.serialize_str(&format!(
+            "{}/{REDACTED}",
+            parsed.origin().ascii_serialization()
+        )),
+        Err(_) => serializer.serialize_str(REDACTED),
+    }
+}
+
 fn redact_values<S: Serializer>(
     map: &BTreeMap<String, String>,
     serializer: S,
