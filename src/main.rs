@@ -183,6 +183,9 @@ fn check_credentials(settings: &Settings) -> Result<(), herald::config::ConfigEr
 }
 
 async fn run(settings: Settings) -> ExitCode {
+    // SIGHUP reloads secrets once the providers are built. Listening from the start keeps a
+    // SIGHUP that arrives while Herald starts from ending the process, its default action.
+    let _early_hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let shutdown = Shutdown::new();
     shutdown.stop_on(termination_signal());
     match Herald::start(settings, shutdown).await {

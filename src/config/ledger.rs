@@ -1,6 +1,7 @@
 //! The `[ledger]` section: the PostgreSQL delivery ledger.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -95,6 +96,16 @@ impl LedgerConfig {
             return Err(ConfigError::invalid(
                 "ledger.url",
                 "must start with postgres:// or postgresql://",
+            ));
+        }
+        if let Err(error) = sqlx::postgres::PgConnectOptions::from_str(&self.url) {
+            // The parser may quote the URL, password included.
+            let error = error
+                .to_string()
+                .replace(&self.url, &mask_password(&self.url));
+            return Err(ConfigError::invalid(
+                "ledger.url",
+                format!("is not a valid PostgreSQL URL: {error}"),
             ));
         }
         positive("ledger.max_connections", u64::from(self.max_connections))?;

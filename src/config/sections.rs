@@ -84,6 +84,14 @@ impl BrokerConfig {
                 "must start with amqp:// or amqps://",
             ));
         }
+        if let Err(error) = self.url.parse::<lapin::uri::AMQPUri>() {
+            // The parser may quote the URL, password included.
+            let error = error.replace(&self.url, &mask_password(&self.url));
+            return Err(ConfigError::invalid(
+                "broker.url",
+                format!("is not a valid AMQP URL: {error}"),
+            ));
+        }
         if self.url.contains("heartbeat=") || self.url.contains("connection_timeout=") {
             return Err(ConfigError::invalid(
                 "broker.url",

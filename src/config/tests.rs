@@ -793,3 +793,22 @@ fn redacted_toml_hides_webhook_secrets_and_headers() {
     assert!(!rendered.contains("hunter2"), "{rendered}");
     assert!(!rendered.contains("MfKQ9r8G"), "{rendered}");
 }
+
+#[test]
+fn unusable_urls_are_rejected_masked() {
+    let broker = load(&[(
+        "HERALD__BROKER__URL",
+        "amqp://guest:S3cret@127.0.0.1:notaport/%2f",
+    )]);
+    let message = broker.as_ref().unwrap_err().to_string();
+    assert_eq!(invalid_key(broker), "broker.url");
+    assert!(!message.contains("S3cret"), "{message}");
+
+    let ledger = load(&[(
+        "HERALD__LEDGER__URL",
+        "postgres://herald:S3cret@127.0.0.1:abc/db",
+    )]);
+    let message = ledger.as_ref().unwrap_err().to_string();
+    assert_eq!(invalid_key(ledger), "ledger.url");
+    assert!(!message.contains("S3cret"), "{message}");
+}
