@@ -43,7 +43,8 @@ pub enum Command {
     CheckConfig,
     /// Publish jobs to the work exchange with publisher confirms.
     Publish(PublishArgs),
-    /// Serve SendGrid-, Twilio- and FCM-compatible endpoints locally, for demos and benchmarks.
+    /// Serve SendGrid-, Twilio-, FCM-, Mailgun-, SES- and Vonage-compatible endpoints locally,
+    /// for demos and benchmarks.
     Sandbox(crate::sandbox::SandboxArgs),
     /// Apply the delivery ledger's pending PostgreSQL migrations.
     Migrate,

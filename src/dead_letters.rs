@@ -3,7 +3,9 @@
 //!
 //! Both commands read the queue with `basic.get` up to the number of messages it held when
 //! they started, so messages added meanwhile are left alone. Messages they do not take stay
-//! unacknowledged until the command's channel closes, when RabbitMQ puts them back in order.
+//! unacknowledged until the command's channel closes, when RabbitMQ returns them to the
+//! queue. The order may change, and on a quorum queue each read raises the message's
+//! delivery count.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

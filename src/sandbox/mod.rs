@@ -1,5 +1,5 @@
-//! `herald sandbox`: a local server that speaks the SendGrid, Twilio and FCM APIs, so Herald
-//! can run end to end without provider accounts.
+//! `herald sandbox`: a local server that speaks the SendGrid, Twilio, FCM, Mailgun, SES and
+//! Vonage APIs, so Herald can run end to end without provider accounts.
 //!
 //! # Endpoints
 //!
