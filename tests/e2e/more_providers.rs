@@ -142,6 +142,7 @@ async fn mailgun_and_vonage_deliver_and_record_ids() {
             ),
         ]
     );
+    fixture.topology.delete().await;
 }
 
 #[tokio::test]
@@ -198,4 +199,5 @@ async fn ses_delivers_signed_request_and_records_id() {
             Some(SES_MESSAGE_ID.to_owned())
         )]
     );
+    fixture.topology.delete().await;
 }

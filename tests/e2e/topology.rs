@@ -50,6 +50,7 @@ async fn undeclared_topology_keeps_herald_unready() {
         .unwrap();
     assert_eq!(live.status(), 200);
     child.kill().await.unwrap();
+    fixture.topology.delete().await;
 }
 
 #[tokio::test]

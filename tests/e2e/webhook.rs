@@ -120,6 +120,7 @@ async fn webhook_job_is_delivered_signed() {
         !logs.contains("/hooks/example"),
         "logs show the endpoint's URL"
     );
+    fixture.topology.delete().await;
 }
 
 #[tokio::test]
@@ -175,4 +176,5 @@ async fn gone_endpoint_is_disabled() {
         &[("endpoint", "example"), ("provider", "webhook")],
     );
     assert!(warned.is_some(), "no warning names the disabled endpoint");
+    fixture.topology.delete().await;
 }
