@@ -21,10 +21,11 @@ pub enum PublishCommandError {
         source: std::io::Error,
     },
 
-    #[error("job {index} is not valid JSON: {message}")]
+    /// `index` counts from 0; messages count jobs from 1, as people do.
+    #[error("job {} is not valid JSON: {message}", .index + 1)]
     Json { index: usize, message: String },
 
-    #[error("job {index} is invalid: {source}")]
+    #[error("job {} is invalid: {source}", .index + 1)]
     Invalid {
         index: usize,
         source: crate::job::JobError,
@@ -38,7 +39,7 @@ pub enum PublishCommandError {
     )]
     Declare(lapin::Error),
 
-    #[error("job {index} was not published: {source}")]
+    #[error("job {} was not published: {source}", .index + 1)]
     Publish { index: usize, source: PublishError },
 }
 

@@ -154,7 +154,7 @@ async fn publish_rejects_invalid_job_unless_told() {
     let refused = herald(&["publish", file.to_str().unwrap()], &env);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        stderr(&refused).contains("job 0 is invalid"),
+        stderr(&refused).contains("job 1 is invalid"),
         "{}",
         stderr(&refused)
     );
