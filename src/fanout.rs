@@ -178,7 +178,10 @@ async fn send_channel(
         .await;
 
     let provider = outcome.provider.as_deref().unwrap_or(&preferred).to_owned();
-    span.record("provider", provider.as_str());
+    // Recorded only after a failover: text logs print a recorded field a second time.
+    if provider != preferred {
+        span.record("provider", provider.as_str());
+    }
     // Entered only now: a guard held across an await would lend this span to whatever
     // else the thread polls meanwhile.
     let _entered = span.enter();
