@@ -5,6 +5,7 @@
 //! `crate::retry` and `crate::limits`), so that every attempt, retries included, passes
 //! through them.
 
+pub mod address;
 pub mod apns;
 pub mod dedupe;
 mod error;

@@ -10,7 +10,6 @@
 //! redirects are not followed, so a job cannot steer a request into Herald's own network.
 //! A reply 410 Gone disables a configured endpoint in memory until Herald restarts.
 
-mod address;
 mod allowlist;
 mod reply;
 mod resolver;
@@ -28,7 +27,7 @@ use reqwest::redirect;
 use serde_json::json;
 use tracing::warn;
 
-pub use address::{AddressClass, AddressPolicy};
+pub use super::address::{AddressClass, AddressPolicy};
 pub use allowlist::UrlAllowlist;
 pub use reply::{ENDPOINT_GONE, REDIRECT};
 pub use resolver::{AddressBlocked, GuardedResolver};

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::address::{AddressClass, AddressPolicy};
+use crate::providers::address::{AddressClass, AddressPolicy};
 
 /// A connection blocked because of the address it would reach. The webhook adapter finds
 /// it in a failed request's cause chain and fails the channel permanently.

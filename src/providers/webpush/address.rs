@@ -8,9 +8,11 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::providers::address::AddressPolicy;
 
 /// The failure to find an address Herald may connect to for an endpoint.
 #[derive(Debug)]
@@ -112,52 +114,9 @@ pub(super) fn rejection_in<'a>(
     None
 }
 
-/// Returns whether `ip` is a globally routable unicast address.
+/// Returns whether `ip` is a public address, by the classes webhooks use too.
 fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_public_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => is_public_v4(mapped),
-            None => is_public_v6(ip),
-        },
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    let shared = a == 100 && (64..128).contains(&b); // 100.64.0.0/10, carrier-grade NAT
-    let reserved = a >= 240; // 240.0.0.0/4 and broadcast
-    let benchmarking = a == 198 && (b == 18 || b == 19); // 198.18.0.0/15
-    let this_network = a == 0; // 0.0.0.0/8
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local() // 169.254.0.0/16, cloud metadata included
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || shared
-        || reserved
-        || benchmarking
-        || this_network)
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    // 64:ff9b::/96 reaches the embedded IPv4 address through a NAT64 gateway.
-    let segments = ip.segments();
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [.., high, low] = segments;
-        let embedded = (u32::from(high) << 16) | u32::from(low);
-        return is_public_v4(Ipv4Addr::from(embedded));
-    }
-    let first = segments[0];
-    let unique_local = first & 0xfe00 == 0xfc00; // fc00::/7
-    let link_local = first & 0xffc0 == 0xfe80; // fe80::/10
-    let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8; // 2001:db8::/32
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || unique_local
-        || link_local
-        || documentation)
+    AddressPolicy::default().blocked_class(ip).is_none()
 }
 
 #[cfg(test)]

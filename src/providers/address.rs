@@ -1,5 +1,6 @@
-//! The IP addresses a webhook may connect to. Every address is checked, whether a URL
-//! gives it literally or DNS returns it, so a job cannot reach Herald's own network.
+//! The IP addresses that providers whose URLs come from jobs (webhooks, Web Push) may
+//! connect to. Every address is checked, whether a URL gives it literally or DNS returns it,
+//! so a job cannot reach Herald's own network.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
@@ -72,7 +73,7 @@ static RANGES: LazyLock<Vec<(IpNet, AddressClass)>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The networks a webhook may reach beyond the public internet.
+/// The networks a provider may reach beyond the public internet. The default allows none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AddressPolicy {
     pub allow_private_networks: bool,
