@@ -107,7 +107,7 @@ async fn hold_one_message(queue: &str) -> Channel {
             "".into(),
             queue.into(),
             BasicPublishOptions::default(),
-            b"held",
+            b"unacknowledged",
             BasicProperties::default(),
         )
         .await
@@ -115,7 +115,7 @@ async fn hold_one_message(queue: &str) -> Channel {
     let mut consumer = channel
         .basic_consume(
             queue.into(),
-            "held".into(),
+            "control".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -139,13 +139,13 @@ async fn backlog_beyond_consumer_timeout_keeps_the_channel() {
     let settings = RestoreSettings::read();
     let fixture = Fixture::new("consumer-timeout").await;
     let (topology, providers) = (&fixture.topology, &fixture.providers);
-    let held_queue = format!("{}.held", topology.queue);
+    let control_queue = format!("{}.control", topology.queue);
 
     // Only channels opened while the timeout is short get it: RabbitMQ reads it when a
     // channel opens. The tick interval is read at every tick.
     set_broker_setting("channel_tick_interval", TICK_MS);
     set_broker_setting("consumer_timeout", CONSUMER_TIMEOUT_MS);
-    let held = hold_one_message(&held_queue).await;
+    let control = hold_one_message(&control_queue).await;
     let herald = fixture
         .start(&[
             ("HERALD__PROVIDERS__TWILIO__RATE_LIMIT__PER_SECOND", "1"),
@@ -161,7 +161,7 @@ async fn backlog_beyond_consumer_timeout_keeps_the_channel() {
     // The control: a consumer that keeps a message unacknowledged past the timeout loses
     // its channel.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while held.status().connected() {
+    while control.status().connected() {
         assert!(
             Instant::now() < deadline,
             "the broker did not close a channel holding a message for 20 s; \
@@ -233,7 +233,7 @@ async fn backlog_beyond_consumer_timeout_keeps_the_channel() {
     herald.stop().await;
     let channel = broker().await.create_channel().await.unwrap();
     let _ = channel
-        .queue_delete(held_queue.as_str().into(), QueueDeleteOptions::default())
+        .queue_delete(control_queue.as_str().into(), QueueDeleteOptions::default())
         .await;
     topology.delete().await;
 }

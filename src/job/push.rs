@@ -283,7 +283,7 @@ fn parse_target(
 }
 
 /// Rejects data keys the platform reserves: FCM's `from`, `notification`, `message_type`
-/// and anything starting with `google` or `gcm`, and APNs' `aps`, which holds the alert.
+/// and anything starting with `google` or `gcm`, and APNs' `aps`, which contains the alert.
 fn check_data_keys(
     prefix: &str,
     platform: PushPlatform,

@@ -69,7 +69,12 @@ static RANGES: LazyLock<Vec<(IpNet, AddressClass)>> = LazyLock::new(|| {
     ];
     table
         .into_iter()
-        .map(|(net, class)| (net.parse().expect("the table holds valid networks"), class))
+        .map(|(net, class)| {
+            (
+                net.parse().expect("the table contains valid networks"),
+                class,
+            )
+        })
         .collect()
 });
 

@@ -177,11 +177,11 @@ fn classify_status(part: &MessagePart, sensitive: &[&str]) -> SendError {
         "5" | "9" => SendError::transient(message),
         // 7 Number Barred, 33 Number De-activated: the recipient may not receive messages.
         "7" | "33" => SendError::permanent(message).recipient_invalid(),
-        // 2 Missing Parameters, 3 Invalid Parameters, 6 Invalid Message (such as an
-        // unrecognised number prefix), 8 Partner Account Barred (suspended), 11 Account Not
-        // Enabled For HTTP, 12 Message Too Long, 15 Invalid Sender Address, 22 Invalid
-        // Network Code, 23 Invalid Callback URL, 29 Non-Whitelisted Destination (trial
-        // accounts), 32 Signature And API Secret Disallowed, and any code not listed.
+        // Permanent: 2 Missing Parameters, 3 Invalid Parameters, 6 Invalid Message (such
+        // as an unrecognised number prefix) and 8 Partner Account Barred (suspended). Also
+        // 11 Account Not Enabled For HTTP, 12 Message Too Long, 15 Invalid Sender Address,
+        // 22 Invalid Network Code, 23 Invalid Callback URL, 29 Non-Whitelisted Destination
+        // (trial accounts), 32 Signature And API Secret Disallowed, and any code not listed.
         _ => SendError::permanent(message),
     };
     error.with_code(code)

@@ -88,10 +88,10 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Classifies an attempt's result. Only transient failures count against a provider:
-    /// a permanent or recipient-invalid reply concerns the message, a rate-limited reply
-    /// the sender's pace (the limiter handles it), and a credentials reply Herald's
-    /// configuration, which another provider cannot fix for the provider that rejected it.
+    /// Classifies an attempt's result. Only transient failures count against a provider.
+    /// A permanent or recipient-invalid reply concerns the message, and the limiter handles
+    /// a rate-limited one. A credentials reply concerns Herald's configuration, which
+    /// another provider cannot fix.
     pub fn of<T>(result: &Result<T, SendError>) -> Verdict {
         match result {
             Err(error) if error.class == ErrorClass::Transient && !error.recipient_invalid => {
@@ -205,7 +205,7 @@ impl CircuitBreaker {
                     until: now + self.cool_down,
                 })
             }
-            // An attempt admitted before the breaker opened says nothing new.
+            // An attempt admitted before the breaker opened changes nothing.
             (State::Closed, Verdict::Reachable) | (State::Open { .. }, _) => None,
         }
     }

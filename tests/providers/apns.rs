@@ -1,6 +1,6 @@
 //! APNs against an HTTP/2-only mock that checks what Apple checks: the ES256 provider
 //! token (signature, `kid`, `iss`, `iat` age), the `apns-*` headers and the device path.
-//! It answers with Apple's statuses and `{"reason": …}` bodies.
+//! It replies with Apple's statuses and `{"reason": …}` bodies.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,7 @@ fn public_key_pem(key: &p256::SecretKey) -> String {
     key.public_key().to_public_key_pem(LineEnding::LF).unwrap()
 }
 
-/// What the mock answers beyond its own checks.
+/// Replies the mock sends beyond its own checks.
 #[derive(Default)]
 struct Script {
     /// Provider tokens to reject as `ExpiredProviderToken`, as Apple does once a token is
@@ -47,7 +47,7 @@ struct Script {
     expired: HashSet<String>,
     /// Expire every token on first sight.
     expire_all: bool,
-    /// Device tokens to answer 410 `Unregistered`.
+    /// Device tokens that get 410 `Unregistered`.
     unregistered: HashSet<String>,
     /// Device tokens to answer 400 `BadDeviceToken`.
     bad: HashSet<String>,

@@ -1,5 +1,5 @@
 //! A plain-text HTTP/2-only server on 127.0.0.1 for mocks of APIs that speak nothing else,
-//! such as APNs. It records every request and answers through a handler. A client that
+//! such as APNs. It records every request and replies through a handler. A client that
 //! tries HTTP/1.1 gets no reply, so a test against it proves the client spoke HTTP/2.
 
 use std::convert::Infallible;

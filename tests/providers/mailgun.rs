@@ -177,7 +177,7 @@ async fn rejected_address_is_permanent() {
 
     assert_eq!(error.class, ErrorClass::Permanent);
     assert_eq!(error.status, Some(400));
-    // Mailgun names no error code, so a bad address cannot be told from other 400s.
+    // Mailgun names no error code, so a bad address cannot be distinguished from other 400s.
     assert!(!error.recipient_invalid);
     assert!(
         !error.message.contains(REJECTED_RECIPIENT),

@@ -1,5 +1,5 @@
 //! Amazon SES v2 `SendEmail` against a mock that verifies each request's Signature
-//! Version 4 from the known secret, accepts only a JSON body, and answers with SES's
+//! Version 4 from the known secret, accepts only a JSON body, and replies with SES's
 //! rest-json errors: the type in `x-amzn-ErrorType`, a `{"message"}` body.
 
 use std::io::Write;

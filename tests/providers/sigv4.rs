@@ -1,5 +1,5 @@
-//! An independent AWS Signature Version 4 verifier for the SES mock, written from AWS's
-//! published algorithm (canonical request, string to sign, derived signing key) so that a
+//! An independent AWS Signature Version 4 verifier for the SES mock. It follows AWS's
+//! published algorithm (canonical request, string to sign, derived signing key), so a
 //! signing bug in the adapter, or in the crate it uses, fails a test.
 
 use std::time::{Duration, SystemTime};

@@ -2,9 +2,9 @@
 //!
 //! The `mailin` crate parses commands and runs the RFC 5321 session: EHLO, STARTTLS, AUTH
 //! PLAIN and LOGIN, MAIL, RCPT, DATA with dot-unstuffing. This module supplies the network
-//! side on Tokio (plain, STARTTLS or implicit TLS through rustls with a certificate made at
-//! test time) and a handler that records what arrives and replies at each stage from a queue
-//! of scripted replies, or with 250 when the queue is empty.
+//! side on Tokio: plain, STARTTLS or implicit TLS through rustls, with a certificate made at
+//! test time. Its handler records what arrives and replies at each stage from a queue of
+//! scripted replies, or with 250 when the queue is empty.
 
 use std::collections::VecDeque;
 use std::io;

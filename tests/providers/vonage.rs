@@ -1,5 +1,5 @@
-//! Vonage SMS API against a mock that reads only form-encoded bodies and, as Vonage does,
-//! answers HTTP 200 with a per-message `status` code, failing some fixed numbers with the
+//! Vonage SMS API against a mock that reads only form-encoded bodies. As Vonage does, it
+//! replies HTTP 200 with a per-message `status` code, and fails some fixed numbers with the
 //! codes Vonage documents for them.
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
-//! Web Push against a mock push service that acts as both ends of RFC 8030: it checks the
-//! headers and the VAPID token as a push service does (RFC 8292), then decrypts the body
+//! Web Push against a mock push service that acts as both ends of RFC 8030. It checks the
+//! headers and the VAPID token as a push service does (RFC 8292). It then decrypts the body
 //! with the subscription's private key and authentication secret as the browser would
-//! (RFC 8291). A wrong key, secret or record format fails decryption, so the tests see it.
+//! (RFC 8291), so a wrong key, secret or record format fails a test.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
