@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::AdminServer;
-use crate::broker::{self, Publisher};
+use crate::broker::{self, Liveness, Publisher};
 use crate::config::{ConfigError, ProviderConfig, Settings};
 use crate::events::EventPublisher;
 use crate::handler::{JobHandler, LedgerGate};
@@ -241,10 +241,13 @@ impl Daemon {
                 })?;
             consumed = true;
             self.metrics.set_consuming(true);
+            let liveness =
+                Liveness::new(consumer.channel.status().clone(), handler.publisher.clone());
             let end = self
                 .pool
                 .consume(
                     &mut consumer.consumer,
+                    &liveness,
                     &handler,
                     shutdown,
                     &self.ledger_gate,
@@ -263,7 +266,11 @@ impl Daemon {
                         .await;
                 }
                 ConsumeEnd::Lost(reason) => {
-                    close(&consume_connection, &publish_connection).await;
+                    // A connection that went silent never confirms its close, so closing runs
+                    // apart and bounded by CLOSE_TIMEOUT while the next session connects.
+                    tokio::spawn(async move {
+                        close(&consume_connection, &publish_connection).await;
+                    });
                     return Err(SessionLost {
                         reason,
                         consumed: true,
@@ -340,6 +347,9 @@ impl Daemon {
 /// How often a paused consumer checks whether the ledger is back.
 const LEDGER_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long closing a broker connection may wait for the broker's confirmation.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The reason a broker session ended other than by shutdown.
 struct SessionLost {
     reason: String,
@@ -355,13 +365,23 @@ fn lost(what: &str, error: lapin::Error) -> SessionLost {
     }
 }
 
+/// Closes both connections. A broker that stopped answering never confirms a close, so each
+/// close is given `CLOSE_TIMEOUT`; the connection is then dropped, which ends its socket.
 async fn close(consume: &lapin::Connection, publish: &lapin::Connection) {
     for connection in [consume, publish] {
         if !connection.status().connected() {
             continue;
         }
-        if let Err(error) = connection.close(200, "herald shutting down".into()).await {
-            warn!(error.message = %error, "failed to close a broker connection");
+        let closing = connection.close(200, "herald shutting down".into());
+        match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(error.message = %error, "failed to close a broker connection");
+            }
+            Err(_) => warn!(
+                timeout_secs = CLOSE_TIMEOUT.as_secs(),
+                "the broker did not confirm closing a connection; dropping it"
+            ),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::broker::Liveness;
 use crate::handler::{JobHandler, LedgerGate};
 use crate::shutdown::Shutdown;
 
@@ -38,24 +39,30 @@ impl WorkerPool {
     }
 
     /// Takes deliveries from `consumer` and hands each to a job task, waiting for a free
-    /// worker before taking the next. Returns when shutdown begins or the consumer ends.
+    /// worker before taking the next. Returns when shutdown begins, the consumer ends, or
+    /// `liveness` finds a channel closed, whichever comes first, even with every worker busy.
     pub async fn consume(
         &self,
         consumer: &mut Consumer,
+        liveness: &Liveness,
         handler: &Arc<JobHandler>,
         shutdown: &Shutdown,
         ledger_gate: &LedgerGate,
     ) -> ConsumeEnd {
+        let lost = liveness.lost();
+        tokio::pin!(lost);
         loop {
             let slot = tokio::select! {
                 biased;
                 () = shutdown.stopped() => return ConsumeEnd::Stopped,
+                reason = &mut lost => return ConsumeEnd::Lost(reason.to_owned()),
                 slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
             let next = tokio::select! {
                 biased;
                 () = shutdown.stopped() => return ConsumeEnd::Stopped,
                 next = consumer.next() => next,
+                reason = &mut lost => return ConsumeEnd::Lost(reason.to_owned()),
             };
             if !ledger_gate.is_open() {
                 if let Some(Ok(delivery)) = next {
@@ -63,13 +70,11 @@ impl WorkerPool {
                 }
                 return ConsumeEnd::LedgerUnavailable;
             }
-            // Without it no follow-up or event can be confirmed, so every job would be
-            // requeued at once. A new session opens a new channel.
-            if !handler.publisher.is_open() {
+            if let Some(reason) = liveness.check() {
                 if let Some(Ok(delivery)) = next {
                     requeue(&delivery).await;
                 }
-                return ConsumeEnd::Lost("the publishing channel was closed".to_owned());
+                return ConsumeEnd::Lost(reason.to_owned());
             }
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,

@@ -6,12 +6,14 @@
 
 mod consumer;
 pub mod headers;
+mod liveness;
 mod publisher;
 mod topology;
 
 use lapin::{Connection, ConnectionProperties};
 
 pub use consumer::{JobConsumer, open_consumer};
+pub use liveness::Liveness;
 pub use publisher::{PublishError, Publisher};
 pub use topology::{check_events_exchange, declare};
 

@@ -7,6 +7,8 @@ use crate::crash::{
     borrowed, repeated, settings, slow_providers, wait_all_delivered, wait_all_sent,
 };
 use crate::helpers::*;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 /// Closes Herald's consuming connection from the broker side, as an operator or a broker
 /// failover would.
@@ -100,6 +102,66 @@ async fn forced_close_under_load_loses_nothing() {
         unknown_tags_before,
         "an ack went to a channel that did not deliver it"
     );
+    fixture.topology.delete().await;
+}
+
+/// With every worker busy, a closed connection still ends the session at once, not when a
+/// worker frees up, so readiness turns false while the jobs under way finish.
+#[tokio::test]
+async fn closed_connection_is_noticed_with_every_worker_busy() {
+    const SEND_TIME: Duration = Duration::from_secs(10);
+    let fixture = Fixture::new("busy-close").await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("X-Message-Id", "m")
+                .set_delay(SEND_TIME),
+        )
+        .with_priority(1)
+        .mount(&fixture.providers.sendgrid)
+        .await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__POOL__WORKERS", "1"),
+            ("HERALD__BROKER__PREFETCH", "1"),
+            ("HERALD__HTTP__REQUEST_TIMEOUT_MS", "30000"),
+        ])
+        .await;
+
+    fixture
+        .topology
+        .publish_jobs(&[job("busy-0", 0, &["email"])])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fixture.providers.email_requests().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never reached the provider:\n{}",
+            herald.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The only worker is now inside a send that lasts SEND_TIME.
+    force_close_consumer(herald.pid());
+    herald
+        .wait_for_log(Duration::from_secs(3), |line| {
+            message(line) == "broker session ended; reconnecting"
+        })
+        .await;
+
+    wait_all_delivered(&fixture.topology, 1, Duration::from_secs(60)).await;
+    herald
+        .wait_for_metric("herald_consuming", &[], 1.0, Duration::from_secs(30))
+        .await;
+    assert_eventually_waiting(&fixture.topology, 0).await;
+    assert_eq!(
+        fixture.providers.email_requests().await.len(),
+        1,
+        "the redelivered job sent its email again"
+    );
+    assert_eq!(herald.stop().await, 0);
     fixture.topology.delete().await;
 }
 
