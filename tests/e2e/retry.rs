@@ -122,6 +122,103 @@ async fn retry_after_date_is_honoured() {
     assert_retry_after_honoured("retry-after-date", httpdate::fmt_http_date(at)).await;
 }
 
+/// Starts Herald with `extra` settings, sends one email job whose first request gets a 429
+/// carrying `retry_after`, and waits until the job is delivered.
+async fn throttle_first_email(
+    name: &str,
+    retry_after: &str,
+    extra: &[(&str, &str)],
+) -> (Topology, Providers, RunningHerald) {
+    let topology = Topology::new(name);
+    let providers = Providers::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", retry_after)
+                .set_body_json(serde_json::json!({"errors": [{"field": null, "message": "too many requests"}]})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&providers.sendgrid)
+        .await;
+    providers.accept_all().await;
+    let mut env = topology.env();
+    env.extend(providers.env());
+    env.push(env_pair("HERALD__RETRY__BASE_DELAY_MS", "20"));
+    env.extend(extra.iter().map(|(key, value)| env_pair(key, value)));
+    let herald = RunningHerald::start(env).await;
+
+    topology
+        .publish_jobs(&[job(&format!("{name}-1"), 0, &["email"])])
+        .await;
+    herald
+        .wait_for_metric(
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    (topology, providers, herald)
+}
+
+#[tokio::test]
+async fn garbage_retry_after_falls_back_to_backoff() {
+    let (topology, providers, herald) =
+        throttle_first_email("retry-after-garbage", "soon", &[]).await;
+
+    assert_eq!(providers.email_requests().await.len(), 2);
+    let logs = herald.logs();
+    let retry = log_position(
+        &logs,
+        "attempt failed; retrying",
+        &[("error.class", "rate_limited")],
+    )
+    .expect("the rate-limited attempt is retried in place");
+    let delay_ms = logs[retry]["delay_ms"].as_u64().unwrap();
+    assert!(
+        delay_ms <= 20,
+        "waited {delay_ms} ms, more than the first backoff step"
+    );
+    assert_eq!(herald.stop().await, 0);
+    topology.delete().await;
+}
+
+#[tokio::test]
+async fn huge_retry_after_is_clamped() {
+    const CLAMP_SECS: u64 = 2;
+    let clamp = CLAMP_SECS.to_string();
+    let (topology, providers, herald) = throttle_first_email(
+        "retry-after-huge",
+        "999999",
+        &[("HERALD__RETRY__MAX_REDELIVERY_RETRY_AFTER_SECS", &clamp)],
+    )
+    .await;
+
+    // Beyond `retry.max_retry_after_secs` the channel leaves for a delay queue instead of
+    // waiting in place, and the provider pauses for the clamp, not for eleven days.
+    let requests = providers.email_requests().await;
+    assert_eq!(requests.len(), 2, "one 429, then success");
+    let logs = herald.logs();
+    assert!(
+        log_position(&logs, "attempt failed; retrying", &[]).is_none(),
+        "a hint beyond retry.max_retry_after_secs was waited out in place"
+    );
+    let metrics = herald.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "herald_jobs_completed_total",
+            &[("outcome", "delivered")]
+        ),
+        1.0
+    );
+    assert_eq!(herald.stop().await, 0);
+    assert_eq!(topology.depth(&topology.queue).await, 0);
+    topology.delete().await;
+}
+
 #[tokio::test]
 async fn stale_fcm_token_is_reminted_once() {
     let topology = Topology::new("stale-token");
