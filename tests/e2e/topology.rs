@@ -84,3 +84,68 @@ async fn existing_topology_is_used_without_declaring() {
     );
     fixture.topology.delete().await;
 }
+
+/// The broker's backstop: a job returned to the work queue more often than
+/// `broker.delivery_limit` is dead-lettered by RabbitMQ itself, not dropped, even with no
+/// Herald running to count its deliveries.
+#[tokio::test]
+async fn returned_job_is_dead_lettered_at_delivery_limit() {
+    const LIMIT: usize = 2;
+    let fixture = Fixture::new("delivery-limit").await;
+    let limit = LIMIT.to_string();
+    let herald = fixture
+        .start(&[("HERALD__BROKER__DELIVERY_LIMIT", &limit)])
+        .await;
+    assert_eq!(herald.stop().await, 0);
+    fixture
+        .topology
+        .publish_jobs(&[job("returned-1", 0, &["email"])])
+        .await;
+
+    let connection = broker().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut deliveries = 0;
+    while let Some(message) = channel
+        .basic_get(
+            fixture.topology.queue.as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+    {
+        deliveries += 1;
+        assert!(deliveries <= LIMIT + 1, "the job was never dead-lettered");
+        message
+            .delivery
+            .reject(lapin::options::BasicRejectOptions { requeue: true })
+            .await
+            .unwrap();
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    assert_eq!(deliveries, LIMIT + 1, "delivered once plus the limit");
+
+    // With the at-least-once strategy a worker of the queue moves dead letters after the
+    // return, so the dead-letter queue fills shortly afterwards.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fixture
+        .topology
+        .depth(&fixture.topology.dead_letter_queue)
+        .await
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never reached the dead-letter queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = fixture
+        .topology
+        .drain(&fixture.topology.dead_letter_queue)
+        .await;
+    assert_eq!(dead.len(), 1, "the job reached the dead-letter queue");
+    assert_eq!(dead[0].headers["x-first-death-reason"], "delivery_limit");
+    let body: serde_json::Value = serde_json::from_slice(&dead[0].body).unwrap();
+    assert_eq!(body["id"], "returned-1");
+    fixture.topology.delete().await;
+}
