@@ -11,6 +11,7 @@ mod delivery;
 mod failover;
 mod isolation;
 mod ledger;
+mod ledger_outage;
 mod limits;
 mod more_providers;
 mod outage;
