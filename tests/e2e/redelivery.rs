@@ -401,3 +401,82 @@ async fn unknown_channel_dead_letter_keeps_its_content() {
     assert_eq!(fixture.providers.email_requests().await.len(), 1);
     fixture.topology.delete().await;
 }
+
+/// A retry that RabbitMQ cannot route is an error, not a silent drop: the job goes back to
+/// the work queue unacknowledged, its provider is not called again while the first claim
+/// stands, and the work queue's delivery limit hands it to the dead-letter queue.
+#[tokio::test]
+async fn unroutable_retry_keeps_the_job() {
+    let fixture = Fixture::new("unroutable-retry").await;
+    Mock::given(method("POST"))
+        .and(path(twilio_path()))
+        .respond_with(twilio_unavailable())
+        .with_priority(1)
+        .mount(&fixture.providers.twilio)
+        .await;
+    let herald = fixture
+        .start(&[
+            ("HERALD__RETRY__IN_PLACE_ATTEMPTS", "1"),
+            ("HERALD__BROKER__DELIVERY_LIMIT", "3"),
+        ])
+        .await;
+
+    // Unbinding the delay queues leaves the delay exchange with nowhere to route a retry.
+    let connection = broker().await;
+    let channel = connection.create_channel().await.unwrap();
+    for seconds in DELAY_TIERS {
+        let queue = fixture.topology.delay_queue(seconds);
+        channel
+            .queue_unbind(
+                queue.as_str().into(),
+                fixture.topology.delay_exchange.as_str().into(),
+                queue.as_str().into(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    connection.close(200, "done".into()).await.unwrap();
+
+    fixture
+        .topology
+        .publish_jobs(&[job("unroutable-1", 0, &["sms"])])
+        .await;
+    let failure = herald
+        .wait_for_log(Duration::from_secs(20), |line| {
+            message(line) == "failed to publish a retry or dead letter; requeueing the job"
+        })
+        .await;
+    let error = failure["error.message"].as_str().unwrap_or_default();
+    assert!(error.contains("could not route"), "{error}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fixture
+        .topology
+        .depth(&fixture.topology.dead_letter_queue)
+        .await
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job left the work queue without reaching the dead-letter queue:\n{}",
+            herald.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(herald.stop().await, 0);
+    assert_eq!(
+        fixture.providers.sms_requests().await.len(),
+        1,
+        "the SMS was sent again while its first claim stood"
+    );
+    let dead = fixture
+        .topology
+        .drain(&fixture.topology.dead_letter_queue)
+        .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].headers["x-first-death-reason"], "delivery_limit");
+    let body: serde_json::Value = serde_json::from_slice(&dead[0].body).unwrap();
+    assert_eq!(body["id"], "unroutable-1");
+    fixture.topology.delete().await;
+}
