@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::AdminServer;
-use crate::broker::{self, Liveness, Publisher};
+use crate::broker::{self, JobConsumer, Liveness, Publisher};
 use crate::config::{ConfigError, ProviderConfig, Settings};
 use crate::events::EventPublisher;
 use crate::handler::{JobHandler, LedgerGate};
@@ -186,12 +186,14 @@ impl Daemon {
     /// channel the deliveries must be acknowledged on.
     async fn session(&self, shutdown: &Shutdown) -> Result<(), SessionLost> {
         let config = &self.settings.broker;
-        let consume_connection = broker::connect(config, "consume")
-            .await
-            .map_err(|error| lost("failed to connect", error))?;
-        let publish_connection = broker::connect(config, "publish")
-            .await
-            .map_err(|error| lost("failed to connect", error))?;
+        let Some(consume_connection) = connect_unless_stopped(config, "consume", shutdown).await?
+        else {
+            return Ok(());
+        };
+        let Some(publish_connection) = connect_unless_stopped(config, "publish", shutdown).await?
+        else {
+            return Ok(());
+        };
         self.metrics.set_broker_connected(true);
 
         let publisher = Publisher::open(&publish_connection)
@@ -222,15 +224,30 @@ impl Daemon {
             broker: config.clone(),
             suppression: SuppressionPolicy::new(&self.settings.suppression),
         });
+        let liveness = Liveness::new(&consume_connection, handler.publisher.clone());
 
-        // Consumers paused for the ledger stay open, so their jobs can still be acknowledged.
-        let mut paused = Vec::new();
+        // Consumers paused for the ledger stay open while jobs under way may still
+        // acknowledge deliveries on their channels.
+        let mut paused: Vec<JobConsumer> = Vec::new();
         let mut consumed = false;
         loop {
-            if !self.wait_for_ledger(shutdown).await {
-                return self
-                    .stop_session(&consume_connection, &publish_connection, shutdown)
-                    .await;
+            match self.wait_for_ledger(shutdown, &liveness).await {
+                LedgerWait::Ready => {}
+                LedgerWait::Stopped => {
+                    return self
+                        .stop_session(&consume_connection, &publish_connection, shutdown)
+                        .await;
+                }
+                LedgerWait::Lost(reason) => {
+                    close_in_background(consume_connection, publish_connection);
+                    return Err(SessionLost {
+                        reason: reason.to_owned(),
+                        consumed,
+                    });
+                }
+            }
+            if self.pool.in_flight() == 0 {
+                close_paused(&mut paused).await;
             }
             let delay_tiers = self.settings.retry.delay_tiers();
             let mut consumer = broker::open_consumer(&consume_connection, config, &delay_tiers)
@@ -241,13 +258,11 @@ impl Daemon {
                 })?;
             consumed = true;
             self.metrics.set_consuming(true);
-            let liveness =
-                Liveness::new(consumer.channel.status().clone(), handler.publisher.clone());
             let end = self
                 .pool
                 .consume(
                     &mut consumer.consumer,
-                    &liveness,
+                    &liveness.consuming_on(&consumer.channel),
                     &handler,
                     shutdown,
                     &self.ledger_gate,
@@ -266,11 +281,7 @@ impl Daemon {
                         .await;
                 }
                 ConsumeEnd::Lost(reason) => {
-                    // A connection that went silent never confirms its close, so closing runs
-                    // apart and bounded by CLOSE_TIMEOUT while the next session connects.
-                    tokio::spawn(async move {
-                        close(&consume_connection, &publish_connection).await;
-                    });
+                    close_in_background(consume_connection, publish_connection);
                     return Err(SessionLost {
                         reason,
                         consumed: true,
@@ -297,14 +308,14 @@ impl Daemon {
         self.pool
             .drain(self.settings.shutdown.grace_period(), shutdown)
             .await;
-        close(consume, publish).await;
+        close(consume, publish, "herald shutting down").await;
         self.metrics.set_broker_connected(false);
         Ok(())
     }
 
-    /// Waits until the ledger responds, applying migrations first when configured. Returns
-    /// `false` if shutdown began meanwhile.
-    async fn wait_for_ledger(&self, shutdown: &Shutdown) -> bool {
+    /// Waits until the ledger responds, applying migrations first when configured, unless
+    /// shutdown begins or `liveness` finds the session lost meanwhile.
+    async fn wait_for_ledger(&self, shutdown: &Shutdown, liveness: &Liveness) -> LedgerWait {
         let mut reported = false;
         loop {
             match self.ledger_ready().await {
@@ -314,7 +325,7 @@ impl Daemon {
                     }
                     self.metrics.set_ledger_available(true);
                     self.ledger_gate.open();
-                    return true;
+                    return LedgerWait::Ready;
                 }
                 Err(error) if !reported => {
                     self.metrics.set_ledger_available(false);
@@ -325,7 +336,8 @@ impl Daemon {
             }
             tokio::select! {
                 () = tokio::time::sleep(LEDGER_PROBE_INTERVAL) => {}
-                () = shutdown.stopped() => return false,
+                () = shutdown.stopped() => return LedgerWait::Stopped,
+                reason = liveness.lost() => return LedgerWait::Lost(reason),
             }
         }
     }
@@ -365,20 +377,64 @@ fn lost(what: &str, error: lapin::Error) -> SessionLost {
     }
 }
 
-/// Closes both connections. A broker that stopped answering never confirms a close, so each
-/// close is given `CLOSE_TIMEOUT`; the connection is then dropped, which ends its socket.
-async fn close(consume: &lapin::Connection, publish: &lapin::Connection) {
-    for connection in [consume, publish] {
+/// The end of a wait for the ledger.
+enum LedgerWait {
+    Ready,
+    Stopped,
+    Lost(&'static str),
+}
+
+/// Opens a connection named for `purpose`, or returns `None` when shutdown begins first.
+async fn connect_unless_stopped(
+    config: &crate::config::BrokerConfig,
+    purpose: &str,
+    shutdown: &Shutdown,
+) -> Result<Option<lapin::Connection>, SessionLost> {
+    tokio::select! {
+        connected = broker::connect(config, purpose) => connected
+            .map(Some)
+            .map_err(|error| lost("failed to connect", error)),
+        () = shutdown.stopped() => Ok(None),
+    }
+}
+
+/// Closes the connections of a lost session in a task of its own. A connection that went
+/// silent never confirms its close, so the next session connects meanwhile, and each close
+/// is bounded by `CLOSE_TIMEOUT`.
+fn close_in_background(consume: lapin::Connection, publish: lapin::Connection) {
+    tokio::spawn(async move {
+        close(&consume, &publish, "herald reconnecting").await;
+    });
+}
+
+/// Closes the channels of consumers paused for the ledger. Called only with no job under
+/// way, when no delivery remains to be settled on them.
+async fn close_paused(paused: &mut Vec<JobConsumer>) {
+    for consumer in paused.drain(..) {
+        if let Err(error) = consumer.channel.close(200, "consumer paused".into()).await {
+            debug!(error.message = %error, "failed to close a paused consumer's channel");
+        }
+    }
+}
+
+/// Closes both connections, each given `CLOSE_TIMEOUT`. A connection that is closed
+/// regardless, such as one the broker ended first, is logged at debug level.
+async fn close(consume: &lapin::Connection, publish: &lapin::Connection, reason: &str) {
+    for (connection, purpose) in [(consume, "consume"), (publish, "publish")] {
         if !connection.status().connected() {
             continue;
         }
-        let closing = connection.close(200, "herald shutting down".into());
+        let closing = connection.close(200, reason.into());
         match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
             Ok(Ok(())) => {}
+            Ok(Err(error)) if !connection.status().connected() => {
+                debug!(connection = purpose, error.message = %error, "broker connection was already closing");
+            }
             Ok(Err(error)) => {
-                warn!(error.message = %error, "failed to close a broker connection");
+                warn!(connection = purpose, error.message = %error, "failed to close a broker connection");
             }
             Err(_) => warn!(
+                connection = purpose,
                 timeout_secs = CLOSE_TIMEOUT.as_secs(),
                 "the broker did not confirm closing a connection; dropping it"
             ),

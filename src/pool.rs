@@ -1,11 +1,13 @@
 //! The bounded worker pool: at most `pool.workers` jobs are handled at once, and every job
 //! task is tracked so shutdown can wait for it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::Consumer;
+use lapin::message::Delivery;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -38,9 +40,9 @@ impl WorkerPool {
         }
     }
 
-    /// Takes deliveries from `consumer` and hands each to a job task, waiting for a free
-    /// worker before taking the next. Returns when shutdown begins, the consumer ends, or
-    /// `liveness` finds a channel closed, whichever comes first, even with every worker busy.
+    /// Reads deliveries from `consumer` and hands each to a job task when a worker is free.
+    /// Returns when shutdown begins, the consumer ends, the ledger gate closes, or
+    /// `liveness` finds something closed, whichever comes first, even with every worker busy.
     pub async fn consume(
         &self,
         consumer: &mut Consumer,
@@ -51,44 +53,45 @@ impl WorkerPool {
     ) -> ConsumeEnd {
         let lost = liveness.lost();
         tokio::pin!(lost);
-        loop {
-            let slot = tokio::select! {
+        // Deliveries read but not yet handed out. The stream is read even with every worker
+        // busy, so that a consumer cancelled by the broker ends consuming at once. RabbitMQ
+        // sends at most `broker.prefetch` unacknowledged deliveries, which bounds this.
+        let mut waiting: VecDeque<Delivery> = VecDeque::new();
+        let end = loop {
+            tokio::select! {
                 biased;
-                () = shutdown.stopped() => return ConsumeEnd::Stopped,
-                reason = &mut lost => return ConsumeEnd::Lost(reason.to_owned()),
-                slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            };
-            let next = tokio::select! {
-                biased;
-                () = shutdown.stopped() => return ConsumeEnd::Stopped,
-                next = consumer.next() => next,
-                reason = &mut lost => return ConsumeEnd::Lost(reason.to_owned()),
-            };
-            if !ledger_gate.is_open() {
-                if let Some(Ok(delivery)) = next {
-                    requeue(&delivery).await;
+                () = shutdown.stopped() => break ConsumeEnd::Stopped,
+                reason = &mut lost => break ConsumeEnd::Lost(reason.to_owned()),
+                slot = self.slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                    let slot = slot.expect("the semaphore is never closed");
+                    if let Some(reason) = liveness.check() {
+                        break ConsumeEnd::Lost(reason.to_owned());
+                    }
+                    if !ledger_gate.is_open() {
+                        break ConsumeEnd::LedgerUnavailable;
+                    }
+                    let delivery = waiting.pop_front().expect("a delivery is waiting");
+                    let handler = handler.clone();
+                    let shutdown = shutdown.clone();
+                    self.tracker.spawn(async move {
+                        handler.handle(delivery, shutdown).await;
+                        drop(slot);
+                    });
                 }
-                return ConsumeEnd::LedgerUnavailable;
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => waiting.push_back(delivery),
+                    Some(Err(error)) => break ConsumeEnd::Lost(error.to_string()),
+                    None => break ConsumeEnd::Lost("the broker cancelled the consumer".to_owned()),
+                },
             }
-            if let Some(reason) = liveness.check() {
-                if let Some(Ok(delivery)) = next {
-                    requeue(&delivery).await;
-                }
-                return ConsumeEnd::Lost(reason.to_owned());
+        };
+        // A lost session's deliveries return to the queue when its connection closes.
+        if !matches!(end, ConsumeEnd::Lost(_)) {
+            for delivery in &waiting {
+                requeue(delivery).await;
             }
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => return ConsumeEnd::Lost(error.to_string()),
-                None => return ConsumeEnd::Lost("the broker cancelled the consumer".to_owned()),
-            };
-
-            let handler = handler.clone();
-            let shutdown = shutdown.clone();
-            self.tracker.spawn(async move {
-                handler.handle(delivery, shutdown).await;
-                drop(slot);
-            });
         }
+        end
     }
 
     /// Returns the number of jobs under way.
@@ -124,7 +127,7 @@ impl WorkerPool {
 }
 
 /// Returns a delivery to its queue.
-pub(crate) async fn requeue(delivery: &lapin::message::Delivery) {
+pub(crate) async fn requeue(delivery: &Delivery) {
     let options = lapin::options::BasicNackOptions {
         requeue: true,
         multiple: false,

@@ -1,35 +1,55 @@
-//! Noticing that a session's channels have closed, whatever the consume loop is waiting for.
+//! Noticing that a session's connections or channels have closed, whatever the session is
+//! waiting for.
 //!
-//! The consumer's stream ends when its channel dies, but the loop only reads it when a worker
-//! is free. With every worker busy, a broker restart would otherwise go unnoticed until a job
-//! finished, and readiness would stay true for that long.
+//! The consumer's stream ends when its channel dies, but nothing reads it while consumption
+//! is paused for the ledger. A broker restart would then go unnoticed until the ledger came
+//! back, and readiness and `herald_broker_connected` would be wrong meanwhile.
 
 use std::time::Duration;
 
-use lapin::ChannelStatus;
+use lapin::{ChannelStatus, Connection, ConnectionStatus};
 
 use super::Publisher;
 
-/// How often the channels' states are read. Reading one is a lock and a comparison.
+/// How often the states are read. Reading one is a lock and a comparison.
 const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The channels a consume session depends on.
+/// The consuming connection, the consuming channel when there is one, and the publishing
+/// channel of a session.
+#[derive(Clone)]
 pub struct Liveness {
-    consuming: ChannelStatus,
+    connection: ConnectionStatus,
+    consuming: Option<ChannelStatus>,
     publisher: Publisher,
 }
 
 impl Liveness {
-    pub fn new(consuming: ChannelStatus, publisher: Publisher) -> Liveness {
+    pub fn new(connection: &Connection, publisher: Publisher) -> Liveness {
         Liveness {
-            consuming,
+            connection: connection.status().clone(),
+            consuming: None,
             publisher,
+        }
+    }
+
+    /// Returns a copy that also watches the consuming channel `channel`.
+    pub fn consuming_on(&self, channel: &lapin::Channel) -> Liveness {
+        Liveness {
+            consuming: Some(channel.status().clone()),
+            ..self.clone()
         }
     }
 
     /// Returns the reason the session can no longer work, if it cannot.
     pub fn check(&self) -> Option<&'static str> {
-        if !self.consuming.connected() {
+        if !self.connection.connected() {
+            return Some("the consuming connection was closed");
+        }
+        if self
+            .consuming
+            .as_ref()
+            .is_some_and(|channel| !channel.connected())
+        {
             return Some("the consuming channel was closed");
         }
         if !self.publisher.is_open() {
@@ -40,7 +60,7 @@ impl Liveness {
         None
     }
 
-    /// Resolves with the reason once either channel is no longer open.
+    /// Resolves with the reason once anything watched is no longer open.
     pub async fn lost(&self) -> &'static str {
         let mut ticks = tokio::time::interval(CHECK_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -23,6 +23,7 @@ mod recovery;
 mod redelivery;
 mod reload;
 mod retry;
+mod session_loss;
 mod shutdown;
 mod smtp;
 // The scripted SMTP server of the provider tests; some of its helpers serve only those.

@@ -7,29 +7,7 @@ use crate::crash::{
     borrowed, repeated, settings, slow_providers, wait_all_delivered, wait_all_sent,
 };
 use crate::helpers::*;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
-
-/// Closes Herald's consuming connection from the broker side, as an operator or a broker
-/// failover would.
-fn force_close_consumer(herald_pid: i32) {
-    let listing = std::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "-q", "pid", "client_properties"])
-        .output()
-        .expect("rabbitmqctl is installed with RabbitMQ");
-    let text = String::from_utf8_lossy(&listing.stdout);
-    let suffix = format!("/{herald_pid}\"");
-    let line = text
-        .lines()
-        .find(|line| line.contains("herald-consume") && line.contains(&suffix))
-        .unwrap_or_else(|| panic!("no consuming connection of pid {herald_pid} in:\n{text}"));
-    let connection = line.split_whitespace().next().unwrap();
-    let status = std::process::Command::new("rabbitmqctl")
-        .args(["close_connection", connection, "closed by a Herald test"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "rabbitmqctl close_connection failed");
-}
+use crate::session_loss::force_close;
 
 /// Waits until Herald has started consuming a second time, after a reconnection.
 async fn wait_for_second_consumer(herald: &RunningHerald) {
@@ -73,20 +51,34 @@ async fn forced_close_under_load_loses_nothing() {
             Duration::from_secs(60),
         )
         .await;
-    force_close_consumer(herald.pid());
+    force_close(herald.pid(), "herald-consume");
     herald
         .wait_for_log(Duration::from_secs(15), |line| {
             message(line) == "broker session ended; reconnecting"
         })
         .await;
 
-    wait_all_delivered(&fixture.topology, 3 * JOBS as i64, Duration::from_secs(120)).await;
-    let counts = wait_all_sent(&fixture.providers, JOBS as usize, Duration::from_secs(5)).await;
+    assert_recovered_once(fixture, herald, JOBS, unknown_tags_before).await;
+}
+
+/// Checks that every channel of `jobs` three-channel jobs was delivered, that each
+/// repeated send was counted as a possible duplicate, that Herald consumes again with
+/// nothing left waiting, and that no acknowledgement went to a channel that did not deliver
+/// it. Stops Herald and deletes the fixture's topology.
+pub(crate) async fn assert_recovered_once(
+    fixture: Fixture,
+    herald: RunningHerald,
+    jobs: u64,
+    unknown_tags_before: usize,
+) {
+    wait_all_delivered(&fixture.topology, 3 * jobs as i64, Duration::from_secs(180)).await;
+    let counts = wait_all_sent(&fixture.providers, jobs as usize, Duration::from_secs(5)).await;
     let metrics = herald.metrics().await;
     let possible = metric_value(&metrics, "herald_possible_duplicates_total", &[]) as usize;
+    let repeated = repeated(&counts);
     assert!(
-        repeated(&counts) <= possible,
-        "a channel was sent twice without being counted"
+        repeated <= possible,
+        "{repeated} channels sent twice, {possible} counted as possible duplicates"
     );
     // Under load the ledger can time out and pause consumption for a moment, so consuming
     // is awaited rather than read once.
@@ -102,66 +94,6 @@ async fn forced_close_under_load_loses_nothing() {
         unknown_tags_before,
         "an ack went to a channel that did not deliver it"
     );
-    fixture.topology.delete().await;
-}
-
-/// With every worker busy, a closed connection still ends the session at once, not when a
-/// worker frees up, so readiness turns false while the jobs under way finish.
-#[tokio::test]
-async fn closed_connection_is_noticed_with_every_worker_busy() {
-    const SEND_TIME: Duration = Duration::from_secs(10);
-    let fixture = Fixture::new("busy-close").await;
-    Mock::given(method("POST"))
-        .and(path("/v3/mail/send"))
-        .respond_with(
-            ResponseTemplate::new(202)
-                .insert_header("X-Message-Id", "m")
-                .set_delay(SEND_TIME),
-        )
-        .with_priority(1)
-        .mount(&fixture.providers.sendgrid)
-        .await;
-    let herald = fixture
-        .start(&[
-            ("HERALD__POOL__WORKERS", "1"),
-            ("HERALD__BROKER__PREFETCH", "1"),
-            ("HERALD__HTTP__REQUEST_TIMEOUT_MS", "30000"),
-        ])
-        .await;
-
-    fixture
-        .topology
-        .publish_jobs(&[job("busy-0", 0, &["email"])])
-        .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while fixture.providers.email_requests().await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job never reached the provider:\n{}",
-            herald.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    // The only worker is now inside a send that lasts SEND_TIME.
-    force_close_consumer(herald.pid());
-    herald
-        .wait_for_log(Duration::from_secs(3), |line| {
-            message(line) == "broker session ended; reconnecting"
-        })
-        .await;
-
-    wait_all_delivered(&fixture.topology, 1, Duration::from_secs(60)).await;
-    herald
-        .wait_for_metric("herald_consuming", &[], 1.0, Duration::from_secs(30))
-        .await;
-    assert_eventually_waiting(&fixture.topology, 0).await;
-    assert_eq!(
-        fixture.providers.email_requests().await.len(),
-        1,
-        "the redelivered job sent its email again"
-    );
-    assert_eq!(herald.stop().await, 0);
     fixture.topology.delete().await;
 }
 
