@@ -256,8 +256,8 @@ async fn closed_connection_noticed_while_ledger_paused() {
     fixture.topology.delete().await;
 }
 
-/// SIGTERM while Herald waits out its reconnection backoff, with the broker refusing
-/// connections, stops Herald promptly and cleanly.
+/// While the broker refuses connections Herald is unready and retries with backoff, and
+/// SIGTERM during the backoff stops it promptly and cleanly.
 #[tokio::test]
 async fn sigterm_during_reconnect_backoff_exits() {
     let fixture = Fixture::new("term-backoff").await;
@@ -271,8 +271,18 @@ async fn sigterm_during_reconnect_backoff_exits() {
             message(line) == SESSION_ENDED
         })
         .await;
-    // Let a few connection attempts fail, so the backoff has grown past a second.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two failed attempts after the loss, so the backoff has grown past a second.
+    assert!(
+        logged_again(&herald, SESSION_ENDED, 2, Duration::from_secs(15)).await,
+        "Herald did not retry connecting:\n{}",
+        herald.log_text()
+    );
+    let ready = reqwest::get(format!("http://{}/health/ready", herald.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "ready without a broker");
+    let metrics = herald.metrics().await;
+    assert_eq!(metric_value(&metrics, "herald_broker_connected", &[]), 0.0);
 
     let terminated_at = tokio::time::Instant::now();
     herald.terminate();
