@@ -271,10 +271,15 @@ impl Daemon {
             self.metrics.set_consuming(false);
 
             match end {
-                ConsumeEnd::Stopped => {
+                ConsumeEnd::Stopped(waiting) => {
                     info!("shutdown: consumer stopping");
                     if let Err(error) = consumer.cancel().await {
                         warn!(error.message = %error, "failed to cancel the consumer");
+                    }
+                    // Only now, with the consumer cancelled, so that RabbitMQ does not hand
+                    // them straight back and count each return twice.
+                    for delivery in &waiting {
+                        crate::pool::requeue(delivery).await;
                     }
                     return self
                         .stop_session(&consume_connection, &publish_connection, shutdown)
@@ -287,11 +292,11 @@ impl Daemon {
                         consumed: true,
                     });
                 }
-                ConsumeEnd::LedgerUnavailable => {
+                ConsumeEnd::LedgerUnavailable(waiting) => {
                     warn!(
                         "ledger unavailable: consumption paused, prefetched jobs returned to the queue"
                     );
-                    consumer.return_prefetched().await;
+                    consumer.return_prefetched(&waiting).await;
                     paused.push(consumer);
                 }
             }
@@ -318,7 +323,11 @@ impl Daemon {
     async fn wait_for_ledger(&self, shutdown: &Shutdown, liveness: &Liveness) -> LedgerWait {
         let mut reported = false;
         loop {
-            match self.ledger_ready().await {
+            let probe = tokio::select! {
+                probe = self.ledger_ready() => probe,
+                () = shutdown.stopped() => return LedgerWait::Stopped,
+            };
+            match probe {
                 Ok(()) => {
                     if reported {
                         info!("ledger reachable again; resuming consumption");
@@ -417,27 +426,32 @@ async fn close_paused(paused: &mut Vec<JobConsumer>) {
     }
 }
 
-/// Closes both connections, each given `CLOSE_TIMEOUT`. A connection that is closed
-/// regardless, such as one the broker ended first, is logged at debug level.
+/// Closes both connections at once, each given `CLOSE_TIMEOUT`. A connection that is
+/// closed regardless, such as one the broker ended first, is logged at debug level.
 async fn close(consume: &lapin::Connection, publish: &lapin::Connection, reason: &str) {
-    for (connection, purpose) in [(consume, "consume"), (publish, "publish")] {
-        if !connection.status().connected() {
-            continue;
+    tokio::join!(
+        close_one(consume, "consume", reason),
+        close_one(publish, "publish", reason)
+    );
+}
+
+async fn close_one(connection: &lapin::Connection, purpose: &str, reason: &str) {
+    if !connection.status().connected() {
+        return;
+    }
+    let closing = connection.close(200, reason.into());
+    match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) if !connection.status().connected() => {
+            debug!(connection = purpose, error.message = %error, "broker connection was already closing");
         }
-        let closing = connection.close(200, reason.into());
-        match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) if !connection.status().connected() => {
-                debug!(connection = purpose, error.message = %error, "broker connection was already closing");
-            }
-            Ok(Err(error)) => {
-                warn!(connection = purpose, error.message = %error, "failed to close a broker connection");
-            }
-            Err(_) => warn!(
-                connection = purpose,
-                timeout_secs = CLOSE_TIMEOUT.as_secs(),
-                "the broker did not confirm closing a connection; dropping it"
-            ),
+        Ok(Err(error)) => {
+            warn!(connection = purpose, error.message = %error, "failed to close a broker connection");
         }
+        Err(_) => warn!(
+            connection = purpose,
+            timeout_secs = CLOSE_TIMEOUT.as_secs(),
+            "the broker did not confirm closing a connection; dropping it"
+        ),
     }
 }

@@ -19,12 +19,14 @@ use crate::shutdown::Shutdown;
 /// The reason consuming stopped.
 #[derive(Debug)]
 pub enum ConsumeEnd {
-    /// Shutdown began.
-    Stopped,
+    /// Shutdown began. Holds the deliveries read but not handed out, for the caller to
+    /// return once the consumer is cancelled.
+    Stopped(Vec<Delivery>),
     /// The broker closed the consumer, its channel or its connection.
     Lost(String),
-    /// A job found the ledger unreachable; consuming pauses until it is back.
-    LedgerUnavailable,
+    /// A job found the ledger unreachable; consuming pauses until it is back. Holds the
+    /// deliveries read but not handed out, as for `Stopped`.
+    LedgerUnavailable(Vec<Delivery>),
 }
 
 pub struct WorkerPool {
@@ -60,7 +62,7 @@ impl WorkerPool {
         let end = loop {
             tokio::select! {
                 biased;
-                () = shutdown.stopped() => break ConsumeEnd::Stopped,
+                () = shutdown.stopped() => break ConsumeEnd::Stopped(Vec::new()),
                 reason = &mut lost => break ConsumeEnd::Lost(reason.to_owned()),
                 slot = self.slots.clone().acquire_owned(), if !waiting.is_empty() => {
                     let slot = slot.expect("the semaphore is never closed");
@@ -68,7 +70,7 @@ impl WorkerPool {
                         break ConsumeEnd::Lost(reason.to_owned());
                     }
                     if !ledger_gate.is_open() {
-                        break ConsumeEnd::LedgerUnavailable;
+                        break ConsumeEnd::LedgerUnavailable(Vec::new());
                     }
                     let delivery = waiting.pop_front().expect("a delivery is waiting");
                     let handler = handler.clone();
@@ -85,13 +87,14 @@ impl WorkerPool {
                 },
             }
         };
-        // A lost session's deliveries return to the queue when its connection closes.
-        if !matches!(end, ConsumeEnd::Lost(_)) {
-            for delivery in &waiting {
-                requeue(delivery).await;
-            }
+        // Requeueing here, while the consumer is still active, would make RabbitMQ send the
+        // same messages straight back, and a quorum queue would count two returns against
+        // its delivery limit. A lost session's deliveries return when its connection closes.
+        match end {
+            ConsumeEnd::Stopped(_) => ConsumeEnd::Stopped(waiting.into()),
+            ConsumeEnd::LedgerUnavailable(_) => ConsumeEnd::LedgerUnavailable(waiting.into()),
+            lost => lost,
         }
-        end
     }
 
     /// Returns the number of jobs under way.

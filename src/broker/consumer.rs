@@ -7,6 +7,9 @@ use lapin::{Channel, Connection, Consumer};
 use super::topology;
 use crate::config::BrokerConfig;
 
+/// How long cancelling the consumer waits for the broker's confirmation.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long `return_prefetched` waits for one more buffered delivery.
 const PREFETCH_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -49,10 +52,15 @@ pub async fn open_consumer(
 
 impl JobConsumer {
     /// Cancels the consumer and returns every delivery it had received but not handed out to
-    /// the queue, so another consumer can take them.
-    pub async fn return_prefetched(&mut self) {
+    /// the queue, so another consumer can take them. `waiting` are deliveries already read
+    /// from the stream. They are returned after the cancel, so that RabbitMQ does not send
+    /// them straight back to this consumer.
+    pub async fn return_prefetched(&mut self, waiting: &[lapin::message::Delivery]) {
         if let Err(error) = self.cancel().await {
             tracing::warn!(error.message = %error, "failed to cancel the consumer");
+        }
+        for delivery in waiting {
+            crate::pool::requeue(delivery).await;
         }
         // After the cancel, the stream yields what it had buffered and then ends.
         while let Ok(Some(Ok(delivery))) = tokio::time::timeout(
@@ -66,10 +74,22 @@ impl JobConsumer {
     }
 
     /// Asks RabbitMQ to stop sending deliveries. Deliveries already received stay valid and
-    /// can still be settled on this channel.
+    /// can still be settled on this channel. A broker that went silent never confirms, so
+    /// the wait is limited to `CANCEL_TIMEOUT`, keeping a shutdown within its grace period.
     pub async fn cancel(&self) -> Result<(), lapin::Error> {
-        self.channel
-            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+        let cancelling = self
+            .channel
+            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default());
+        tokio::time::timeout(CANCEL_TIMEOUT, cancelling)
             .await
+            .map_err(|_| {
+                lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the broker did not confirm the cancel within {} s",
+                        CANCEL_TIMEOUT.as_secs()
+                    ),
+                ))
+            })?
     }
 }

@@ -19,6 +19,7 @@ mod panic;
 mod platform;
 mod poison;
 mod proxy;
+mod read_ahead;
 mod recovery;
 mod redelivery;
 mod reload;
