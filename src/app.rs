@@ -276,8 +276,8 @@ impl Daemon {
                     if let Err(error) = consumer.cancel().await {
                         warn!(error.message = %error, "failed to cancel the consumer");
                     }
-                    // Only now, with the consumer cancelled, so that RabbitMQ does not hand
-                    // them straight back and count each return twice.
+                    // These go back only now that the consumer is cancelled, so RabbitMQ does
+                    // not hand them straight back and count each return twice.
                     for delivery in &waiting {
                         crate::pool::requeue(delivery).await;
                     }

@@ -61,10 +61,10 @@ async fn forced_close_under_load_loses_nothing() {
     assert_recovered_once(fixture, herald, JOBS, unknown_tags_before).await;
 }
 
-/// Checks that every channel of `jobs` three-channel jobs was delivered, that each
-/// repeated send was counted as a possible duplicate, that Herald consumes again with
-/// nothing left waiting, and that no acknowledgement went to a channel that did not deliver
-/// it. Stops Herald and deletes the fixture's topology.
+/// Checks that every channel of `jobs` three-channel jobs was delivered and that each
+/// repeated send was counted as a possible duplicate. Then checks that Herald consumes
+/// again with nothing left waiting, and that no acknowledgement went to a channel that did
+/// not deliver it. Stops Herald and deletes the fixture's topology.
 pub(crate) async fn assert_recovered_once(
     fixture: Fixture,
     herald: RunningHerald,
