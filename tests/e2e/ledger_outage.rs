@@ -100,7 +100,8 @@ pub async fn pause_and_resume(
     assert_eventually_waiting(&fixture.topology, 0).await;
 }
 
-async fn email_job_ids(providers: &Providers) -> HashMap<String, usize> {
+/// Returns the number of email requests per job id.
+pub(crate) async fn email_job_ids(providers: &Providers) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for request in providers.email_requests().await {
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();

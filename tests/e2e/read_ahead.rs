@@ -3,19 +3,16 @@
 //! or cut Herald while such deliveries wait, and check that none is lost, sent twice, or
 //! used up against the quorum queue's delivery limit.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use lapin::options::BasicGetOptions;
 use lapin::types::AMQPValue;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 use crate::crash::wait_all_delivered;
 use crate::helpers::*;
-use crate::ledger_outage::LEDGER_TIMEOUTS;
+use crate::ledger_outage::{LEDGER_TIMEOUTS, email_job_ids};
 use crate::proxy::CuttableProxy;
-use crate::session_loss::force_close;
+use crate::session_loss::{force_close, slow_email};
 
 const JOBS: u64 = 10;
 
@@ -25,20 +22,6 @@ const ONE_WORKER_READING_AHEAD: [(&str, &str); 3] = [
     ("HERALD__BROKER__PREFETCH", "10"),
     ("HERALD__HTTP__REQUEST_TIMEOUT_MS", "30000"),
 ];
-
-/// Makes every email send take `delay`.
-async fn slow_email(fixture: &Fixture, delay: Duration) {
-    Mock::given(method("POST"))
-        .and(path("/v3/mail/send"))
-        .respond_with(
-            ResponseTemplate::new(202)
-                .insert_header("X-Message-Id", "m")
-                .set_delay(delay),
-        )
-        .with_priority(1)
-        .mount(&fixture.providers.sendgrid)
-        .await;
-}
 
 async fn publish_email_jobs(fixture: &Fixture, test: &str) {
     let jobs: Vec<_> = (0..JOBS)
@@ -58,20 +41,6 @@ async fn wait_for_email_requests(fixture: &Fixture, before: usize, herald: &Runn
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Returns the number of email requests per job id.
-async fn emails_per_job(fixture: &Fixture) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for request in fixture.providers.email_requests().await {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        let id = body["personalizations"][0]["custom_args"]["herald_job_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        *counts.entry(id).or_insert(0) += 1;
-    }
-    counts
 }
 
 /// Reads the `x-delivery-count` of every message in the work queue without settling any;
@@ -135,7 +104,7 @@ async fn wait_delivered_or_log(
 
 /// Checks that every job was emailed exactly once and nothing was dead-lettered.
 async fn assert_each_sent_once(fixture: &Fixture) {
-    let per_job = emails_per_job(fixture).await;
+    let per_job = email_job_ids(&fixture.providers).await;
     assert_eq!(per_job.len(), JOBS as usize, "jobs emailed: {per_job:?}");
     let repeated: Vec<_> = per_job.iter().filter(|(_, count)| **count > 1).collect();
     assert!(repeated.is_empty(), "emailed more than once: {repeated:?}");
@@ -210,7 +179,7 @@ async fn repeated_sigterm_keeps_waiting_jobs() {
     let herald = fixture.start(&settings).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let sent = emails_per_job(&fixture).await.len();
+        let sent = email_job_ids(&fixture.providers).await.len();
         let dead = fixture
             .topology
             .depth(&fixture.topology.dead_letter_queue)
@@ -278,7 +247,7 @@ async fn ledger_outage_with_waiting_deliveries() {
     // The job under way when the ledger went away was sent but not recorded, so its row
     // stays `sending` for ledger.sending_reclaim_secs (300 s), as documented.
     wait_delivered_or_log(&fixture, &herald, JOBS as i64 - 1, Duration::from_secs(60)).await;
-    let per_job = emails_per_job(&fixture).await;
+    let per_job = email_job_ids(&fixture.providers).await;
     let repeated: usize = per_job.values().map(|count| count - 1).sum();
     let possible = metric_value(
         &herald.metrics().await,
@@ -360,7 +329,7 @@ async fn poison_in_waiting_backlog() {
             Duration::from_secs(10),
         )
         .await;
-    let per_job = emails_per_job(&fixture).await;
+    let per_job = email_job_ids(&fixture.providers).await;
     assert_eq!(per_job.len(), JOBS as usize, "jobs emailed: {per_job:?}");
     assert!(
         per_job.values().all(|count| *count == 1),

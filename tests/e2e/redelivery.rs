@@ -402,9 +402,9 @@ async fn unknown_channel_dead_letter_keeps_its_content() {
     fixture.topology.delete().await;
 }
 
-/// A retry that RabbitMQ cannot route is an error, not a silent drop: the job goes back to
-/// the work queue unacknowledged, its provider is not called again while the first claim
-/// is held, and the work queue's delivery limit hands it to the dead-letter queue.
+/// A retry that RabbitMQ cannot route is an error, not a silent drop. The job goes back to
+/// the work queue unacknowledged, and its provider is not called again while the first
+/// claim is held. The work queue's delivery limit then hands it to the dead-letter queue.
 #[tokio::test]
 async fn unroutable_retry_keeps_the_job() {
     let fixture = Fixture::new("unroutable-retry").await;

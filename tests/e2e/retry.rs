@@ -65,33 +65,7 @@ async fn transient_failures_are_retried() {
 }
 
 async fn assert_retry_after_honoured(name: &str, retry_after: String) {
-    let topology = Topology::new(name);
-    let providers = Providers::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v3/mail/send"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", retry_after.as_str())
-                .set_body_json(serde_json::json!({"errors": [{"field": null, "message": "too many requests"}]})),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&providers.sendgrid)
-        .await;
-    providers.accept_all().await;
-    let herald = start(&topology, &providers).await;
-
-    topology
-        .publish_jobs(&[job(&format!("{name}-1"), 0, &["email"])])
-        .await;
-    herald
-        .wait_for_metric(
-            "herald_jobs_completed_total",
-            &[("outcome", "delivered")],
-            1.0,
-            Duration::from_secs(20),
-        )
-        .await;
+    let (topology, providers, herald) = throttle_first_email(name, &retry_after, &[]).await;
 
     let requests = providers.email_requests().await;
     assert_eq!(requests.len(), 2, "one 429, then success");

@@ -43,14 +43,14 @@ pub(crate) fn force_close(herald_pid: i32, name: &str) {
     assert!(status.success(), "rabbitmqctl close_connection failed");
 }
 
-/// Makes every email send take `SEND_TIME`.
-async fn slow_email(fixture: &Fixture) {
+/// Makes every email send take `delay`.
+pub(crate) async fn slow_email(fixture: &Fixture, delay: Duration) {
     Mock::given(method("POST"))
         .and(path("/v3/mail/send"))
         .respond_with(
             ResponseTemplate::new(202)
                 .insert_header("X-Message-Id", "m")
-                .set_delay(SEND_TIME),
+                .set_delay(delay),
         )
         .with_priority(1)
         .mount(&fixture.providers.sendgrid)
@@ -114,7 +114,7 @@ async fn logged_again(
 /// redelivery.
 async fn assert_close_noticed_while_busy(test: &str, name: &str, reasons: &[&str]) {
     let fixture = Fixture::new(test).await;
-    slow_email(&fixture).await;
+    slow_email(&fixture, SEND_TIME).await;
     let herald = fixture.start(&ONE_BUSY_WORKER).await;
     occupy_the_worker(&fixture, &herald, &format!("{test}-0")).await;
 
@@ -171,7 +171,7 @@ async fn closed_publish_connection_noticed_while_busy() {
 #[tokio::test]
 async fn deleted_queue_noticed_while_busy() {
     let fixture = Fixture::new("busy-queue-delete").await;
-    slow_email(&fixture).await;
+    slow_email(&fixture, SEND_TIME).await;
     let herald = fixture.start(&ONE_BUSY_WORKER).await;
     occupy_the_worker(&fixture, &herald, "busy-delete-0").await;
 
